@@ -1,0 +1,40 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")          # tests never reach the hub
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "real_model: loads the embedded SmolLM2-135M (slower; still runs in CI)")
+
+
+@pytest.fixture(scope="session")
+def tiny_tok():
+    from tiny import tiny_tokenizer
+    return tiny_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tiny_tok):
+    from tiny import tiny_causal_lm
+    return tiny_causal_lm(tiny_tok)
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    from tiny import tiny_model_dir
+    return tiny_model_dir(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="session")
+def smol():
+    """(model, tokenizer) of the embedded default, loaded once per test session."""
+    import models
+    return models.load_causal_lm("smollm2-135m", device="cpu"), models.load_tokenizer("smollm2-135m")
