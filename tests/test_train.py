@@ -1,0 +1,207 @@
+"""train.py: the PPO-clip loss by hand, log-probs without a float32 log-softmax, every variant runs, exact resume."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import train
+from rollout import generate_rollout
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = str(ROOT / "tests" / "fixtures" / "rubrics_tiny.jsonl")
+
+
+# --- the loss, by hand ---------------------------------------------------------------------------------------
+
+def test_ppo_loss_on_policy_is_minus_mean_advantage():
+    logp = torch.tensor([[-1.0, -2.0]], requires_grad=True)
+    loss, st = train.ppo_clip_loss(logp, logp.detach(), torch.tensor([[0.5, -1.5]]), torch.tensor([[1, 1]]))
+    assert loss.item() == pytest.approx(0.5)            # -(0.5 - 1.5) / 2
+    assert st["ratio_mean"] == pytest.approx(1.0) and st["clip_frac"] == 0.0
+    loss.backward()
+    assert logp.grad[0].tolist() == pytest.approx([-0.25, 0.75])   # d/dlogp of -rho*A/2 at rho = 1
+
+
+def test_ppo_loss_clips_only_where_the_ratio_moved_too_far():
+    # ratio 1.5 (above 1 + 0.27) and 0.5 (below 1 - 0.2), each with A = +1 and A = -1
+    logp = torch.log(torch.tensor([[1.5, 1.5, 0.5, 0.5]])).requires_grad_()
+    old = torch.zeros(1, 4)
+    A = torch.tensor([[1.0, -1.0, 1.0, -1.0]])
+    loss, st = train.ppo_clip_loss(logp, old, A, torch.ones(1, 4), 0.2, 0.27, agg="token-mean")
+    # per token: -min(1.5, 1.27) = -1.27 | -min(-1.5, -1.27) = 1.5 | -min(0.5, 0.8) = -0.5 | -min(-0.5, -0.8) = 0.8
+    assert loss.item() == pytest.approx(-1.27 + 1.5 - 0.5 + 0.8)
+    assert st["clip_frac"] == pytest.approx(0.5)
+    loss.backward()
+    # clipped tokens get no gradient; the others get -A * rho
+    assert logp.grad[0].tolist() == pytest.approx([0.0, 1.5, -0.5, 0.0])
+
+
+def test_loss_aggregation_seq_mean_vs_token_mean():
+    A = torch.tensor([[1.0, 1.0, 1.0, 0.0], [2.0, 0.0, 0.0, 0.0]])
+    mask = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0]])
+    logp = torch.zeros(2, 4)
+    seq, _ = train.ppo_clip_loss(logp, logp, A, mask, agg="seq-mean-token-mean")
+    tok, _ = train.ppo_clip_loss(logp, logp, A, mask, agg="token-mean")
+    assert seq.item() / train.aggregate_denominator(mask, "seq-mean-token-mean") == pytest.approx(-1.5)
+    assert tok.item() / train.aggregate_denominator(mask, "token-mean") == pytest.approx(-1.25)
+
+
+def test_kl_k3_is_zero_on_the_reference_and_positive_off_it():
+    logp = torch.tensor([[-1.0, -2.0]])
+    _, st = train.ppo_clip_loss(logp, logp, torch.zeros(1, 2), torch.ones(1, 2), ref_logp=logp, kl_coef=0.1)
+    assert st["kl"] == 0.0
+    _, st = train.ppo_clip_loss(logp, logp, torch.zeros(1, 2), torch.ones(1, 2), ref_logp=logp - 0.5, kl_coef=0.1)
+    assert st["kl"] == pytest.approx(torch.exp(torch.tensor(-0.5)).item() + 0.5 - 1)
+
+
+def test_token_logprobs_match_log_softmax_with_gradients():
+    torch.manual_seed(0)
+    logits = torch.randn(3, 5, 11, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, 11, (3, 5))
+    logp, ent = train.token_logprobs(logits, targets)
+    ref_lsm = torch.log_softmax(logits, -1)
+    ref = ref_lsm.gather(-1, targets[..., None]).squeeze(-1)
+    assert torch.allclose(logp.double(), ref, atol=1e-5)
+    assert torch.allclose(ent.double(), -(ref_lsm.exp() * ref_lsm).sum(-1), atol=1e-5)
+    w = torch.randn(3, 5, dtype=torch.float64)
+    g1, = torch.autograd.grad((logp.double() * w).sum(), logits)
+    g2, = torch.autograd.grad((ref * w).sum(), logits)
+    assert torch.allclose(g1, g2, atol=1e-5)
+
+
+def test_micro_batches_respect_the_token_budget():
+    assert train.micro_batches([0, 1, 2, 3], [10, 10, 30, 5], budget=40) == [[0, 1], [2], [3]]
+    assert train.micro_batches([0, 1], [100, 5], budget=10) == [[0], [1]]   # one row over budget still runs alone
+
+
+def test_response_logprobs_left_padding_matches_single_rows(tiny_lm, tiny_tok):
+    prompts = [[{"role": "user", "content": "hello world"}],
+               [{"role": "user", "content": "Write a short email to your manager about the deadline."}]]
+    ro = generate_rollout(tiny_lm, tiny_tok, prompts, group_size=2, max_new_tokens=6, seed=0)
+    with torch.no_grad():
+        both, _ = train.response_logprobs(tiny_lm, ro.prompt_ids, ro.prompt_mask, ro.response_ids, ro.response_mask)
+        for b in range(4):
+            pi, pm, ri, rm, t1 = train.crop(ro, [b])
+            alone, _ = train.response_logprobs(tiny_lm, pi, pm, ri, rm)
+            n = int(ro.response_mask[b].sum())
+            assert torch.allclose(both[b, :n], alone[0, :n], atol=1e-4)
+
+
+# --- the script -----------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_disc(tmp_path_factory, tiny_tok):
+    from tiny import tiny_token_classifier
+    path = tmp_path_factory.mktemp("disc") / "tiny-disc"
+    disc = tiny_token_classifier(tiny_tok)
+    disc.config.rtt_head_trained = True      # what discriminator.py sets after training
+    disc.save_pretrained(path)
+    tiny_tok.save_pretrained(path)
+    return path
+
+
+def run(tmp_path, tiny_dir, *extra, name="run"):
+    out = tmp_path / name
+    train.main(["--model", str(tiny_dir), "--train-data", DATA, "--eval-data", DATA, "--eval-prompts", "2",
+                "--prompts-per-step", "2", "--group-size", "2", "--max-new-tokens", "8", "--lr", "1e-3",
+                "--out", str(out), "--no-progress", "--micro-batch-tokens", "64", *extra])
+    return out
+
+
+def metrics(out):
+    return [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("variant", [
+    ["--algo", "grpo", "--union", "aon"],
+    ["--algo", "grpo", "--union", "csr", "--loss-agg", "token-mean"],
+    ["--algo", "rtt", "--norm", "intra"],
+    ["--algo", "rtt", "--norm", "inter", "--combine", "mix"],
+    ["--algo", "rtt", "--relevance", "random"],
+    ["--algo", "rtt", "--relevance", "uniform"],
+    ["--algo", "rtt", "--reference-quirks"],
+    ["--algo", "grpo", "--kl", "0.1"],
+    ["--algo", "rtt", "--lora", "4", "--kl", "0.1"],
+])
+def test_one_step_of_each_variant(tmp_path, tiny_dir, tiny_disc, variant):
+    out = run(tmp_path, tiny_dir, "--steps", "1", "--discriminator", str(tiny_disc), *variant)
+    rows = metrics(out)
+    step = [r for r in rows if r["kind"] == "train"]
+    assert len(step) == 1 and step[0]["step"] == 1
+    for key in ("reward", "aon_pass", "csr_pass", "zero_var_groups", "clip_frac", "entropy", "grad_norm", "lr",
+                "t_generate", "t_judge", "t_update", "family_pass", "peak_mem_gb", "tok_adv_abs"):
+        assert key in step[0], key
+    assert [r["step"] for r in rows if r["kind"] == "eval"] == [0, 1]
+    saved = "adapter_config.json" if "--lora" in variant else "config.json"   # LoRA saves the adapter only
+    assert (out / "checkpoints" / "step_000001" / saved).exists()
+    assert (out / "curves.png").exists()
+    if "rtt" in variant and "uniform" not in variant:
+        assert "relevance_mean" in step[0]
+    if "--kl" in variant:
+        assert step[0]["kl"] >= 0.0
+
+
+def test_resume_gives_the_same_weights(tmp_path, tiny_dir, tiny_disc):
+    from safetensors.torch import load_file
+    common = ["--steps", "4", "--discriminator", str(tiny_disc), "--save-every", "100", "--eval-prompts", "0"]
+    a = run(tmp_path, tiny_dir, *common, name="one-go")
+    b = run(tmp_path, tiny_dir, *common, "--stop-after", "2", name="two-parts")
+    assert (b / "checkpoints" / "latest").read_text() == "step_000002"
+    train.main(["--resume", str(b), "--train-data", DATA, "--eval-data", DATA, "--eval-prompts", "0",
+                "--prompts-per-step", "2", "--group-size", "2", "--max-new-tokens", "8", "--lr", "1e-3",
+                "--no-progress", "--micro-batch-tokens", "64", *common])
+    wa = load_file(a / "checkpoints" / "step_000004" / "model.safetensors")
+    wb = load_file(b / "checkpoints" / "step_000004" / "model.safetensors")
+    w0 = load_file(Path(tiny_dir) / "model.safetensors")
+    assert wa.keys() == wb.keys()
+    assert any(not torch.equal(wa[k], w0[k]) for k in wa)          # training moved the weights
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+    ra = [r["reward"] for r in metrics(a) if r["kind"] == "train"]
+    rb = [r["reward"] for r in metrics(b) if r["kind"] == "train"]
+    assert ra == rb
+
+
+def test_misconfiguration_errors_come_before_any_work(tmp_path, tiny_dir, tiny_tok):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(SystemExit, match="has no prompts"):
+        train.main(["--model", str(tiny_dir), "--train-data", str(empty)])
+    with pytest.raises(SystemExit, match="cannot load model"):
+        train.main(["--model", "no-such-org/no-such-model", "--train-data", DATA, "--eval-data", DATA])
+    # a discriminator whose vocabulary differs from the policy's
+    other = tmp_path / "other-tok"
+    tok = train.models.load_tokenizer(str(tiny_dir))
+    tok.add_tokens(["<extra_token_xyz>"])
+    tok.save_pretrained(other)
+    from tiny import tiny_token_classifier
+    tiny_token_classifier(tiny_tok).save_pretrained(other)
+    with pytest.raises(SystemExit, match="does not share the policy's tokenizer"):
+        train.main(["--model", str(tiny_dir), "--train-data", DATA, "--eval-data", DATA, "--discriminator", str(other)])
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "x", "messages": [{"role": "user", "content": "hi"}]}\n')
+    with pytest.raises(SystemExit, match="bad.jsonl:1"):
+        train.main(["--model", str(tiny_dir), "--train-data", str(bad)])
+
+
+def test_script_help_and_subprocess_smoke(tmp_path, tiny_dir, tiny_disc):
+    helptext = subprocess.run([sys.executable, "train.py", "--help"], cwd=ROOT, capture_output=True, text=True).stdout
+    for flag in ("--algo", "--union", "--norm", "--combine", "--token-weight", "--relevance", "--reference-quirks",
+                 "--group-size", "--prompts-per-step", "--max-new-tokens", "--lr", "--steps", "--seed", "--kl",
+                 "--lora", "--resume", "--mini-batches", "--clip-high"):
+        assert flag in helptext
+    assert "paper" in helptext
+    out = tmp_path / "sub"
+    proc = subprocess.run([sys.executable, "train.py", "--model", str(tiny_dir), "--train-data", DATA,
+                           "--eval-data", DATA, "--eval-prompts", "2", "--prompts-per-step", "2", "--group-size", "2",
+                           "--max-new-tokens", "8", "--steps", "2", "--discriminator", str(tiny_disc),
+                           "--out", str(out), "--no-progress"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "held-out after training" in proc.stdout and "curves:" in proc.stdout
+    replot = subprocess.run([sys.executable, "train.py", "--plot", str(out)], cwd=ROOT, capture_output=True, text=True)
+    assert replot.returncode == 0 and "curves.png" in replot.stdout

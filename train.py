@@ -1,0 +1,675 @@
+"""
+RTT-GRPO training: rollout -> judge -> discriminator -> advantages -> PPO-clip update. One GPU, or a laptop CPU.
+
+    python train.py                                  # the embedded SmolLM2-135M with RTT on the bundled data (CPU ok)
+    python train.py --model Qwen2.5-1.5B             # one GPU, paper-like settings (see README for the recipe)
+    python train.py --algo grpo --union csr          # response-level GRPO baseline with a CSR reward
+    python train.py --resume runs/rtt                # continue exactly where a run stopped
+    python train.py --plot runs/rtt                  # redraw the PNG curves of a run from its metrics.jsonl
+
+One step, top to bottom in `main()` (spec sections in brackets):
+  1. take P prompts, sample G responses each (rollout.py)                                          [§2]
+  2. judge every (response, constraint): scores [P, G, K] in {+1, -1, 0=padded slot} (judge.py)     [§7]
+  3. response reward (AON or CSR) and GRPO advantage A_res [P, G]  (advantages.py)                   [§3]
+  4. RTT only: relevance w [P, G, K, T] (discriminator.py), token rewards s*w, intra- (or inter-)
+     sample normalisation, token advantage A_tok [P, G, T], combined A = A_res + lambda*A_tok       [§4-6]
+  5. PPO-clip update, token-level ratio, clip-higher (0.2 / 0.27), seq-mean-token-mean,
+     the rollout split into --mini-batches optimizer steps (2 in the reference)                   [§6]
+
+How this departs from the released code (spec §10), and why:
+  - the [G, K, T] cube is permuted, not reshaped, and relevance stays continuous: `--reference-quirks` brings
+    both defects back for comparison;
+  - the response is located by position (prompt length), never by substring search;
+  - old log-probs: the first mini-batch is the sampling policy itself, so its "old" log-probs are the detached
+    log-probs of the same forward pass (ratio exactly 1) instead of a second identical forward pass; only the
+    later mini-batches get a no-grad pass before the first optimizer step;
+  - defaults sized for a CPU run (P=4 prompts, 128 new tokens, 10 steps); every paper value is in --help.
+"""
+import argparse
+import json
+import math
+import os
+import random
+import resource
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import advantages as adv
+import models
+from rollout import add_sampling_args, generate_rollout
+
+# -----------------------------------------------------------------------------
+# CLI: every flag names the knob of the paper it is
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g = p.add_argument_group("model and data")
+    g.add_argument("--model", default=models.DEFAULT_MODEL,
+                   help=f"policy: alias ({', '.join(models.ALIASES)}), hub id, local folder or .gguf")
+    g.add_argument("--train-data", default="data/train.jsonl", help="rubric prompts to train on (JSONL, README)")
+    g.add_argument("--eval-data", default="data/heldout.jsonl", help="held-out rubric prompts for periodic eval")
+    g.add_argument("--max-constraints", type=int, default=20, help="cap on rubric items per prompt (reference: 20)")
+    g.add_argument("--out", default=None, help="run folder (default runs/<algo>-<norm>-seed<seed>)")
+    g = p.add_argument_group("algorithm (paper knobs)")
+    g.add_argument("--algo", choices=["rtt", "grpo"], default="rtt",
+                   help="rtt: RTT-GRPO (response + token advantage); grpo: response-level GRPO only")
+    g.add_argument("--union", choices=["aon", "csr"], default="aon",
+                   help="response reward: all-or-nothing (paper default) or constraint satisfaction rate")
+    g.add_argument("--norm", choices=["intra", "inter"], default="intra",
+                   help="token group normalisation: intra-sample (RTT) or inter-sample (appendix D baseline)")
+    g.add_argument("--combine", choices=["add", "mix"], default="add",
+                   help="add: A_res + lambda*A_tok (released configs); mix: (1-lambda)*A_res + lambda*A_tok")
+    g.add_argument("--token-weight", type=float, default=0.5, help="lambda, weight of the token advantage (paper: 0.5)")
+    g.add_argument("--relevance", choices=["discriminator", "random", "uniform"], default="discriminator",
+                   help="token relevance w: the trained discriminator, or an ablation (random positions with the "
+                        "same count / every token relevant)")
+    g.add_argument("--discriminator", default=None,
+                   help="trained discriminator folder (default: built offline for the policy if missing)")
+    g.add_argument("--reference-quirks", action="store_true",
+                   help="reproduce the released code's defects: reshape(K,G,T) cube and {0,1}-truncated relevance")
+    g.add_argument("--group-size", type=int, default=8, help="G, responses per prompt (paper: 8)")
+    g.add_argument("--prompts-per-step", type=int, default=4, help="P, prompts per step (paper: 64)")
+    add_sampling_args(p)
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--steps", type=int, default=10, help="RL steps (paper: 500)")
+    g.add_argument("--lr", type=float, default=1e-6, help="AdamW learning rate (paper: 1e-6)")
+    g.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (paper: 0)")
+    g.add_argument("--warmup-steps", type=int, default=None,
+                   help="linear warm-up, in optimizer steps (paper: 20 RL steps of 500; default 4%% of the run)")
+    g.add_argument("--decay", choices=["cosine", "constant"], default="cosine",
+                   help="after warm-up: cosine decay to 0.1*lr, or constant")
+    g.add_argument("--mini-batches", type=int, default=2,
+                   help="optimizer steps per rollout batch, one PPO epoch (reference: 2)")
+    g.add_argument("--clip-low", type=float, default=0.2, help="PPO epsilon_low (paper: 0.2)")
+    g.add_argument("--clip-high", type=float, default=0.27, help="PPO epsilon_high, clip-higher (paper: 0.27; Llama 0.2)")
+    g.add_argument("--loss-agg", choices=["seq-mean-token-mean", "token-mean"], default="seq-mean-token-mean",
+                   help="how token losses are averaged (reference: seq-mean-token-mean)")
+    g.add_argument("--grad-clip", type=float, default=1.0, help="gradient norm clipping (reference: 1.0)")
+    g.add_argument("--kl", type=float, default=0.0,
+                   help="KL penalty coefficient (paper: 0, no reference model); >0 loads a frozen reference")
+    g.add_argument("--lora", type=int, default=0, help="LoRA rank (0 = full fine-tuning, the paper's setting; needs peft)")
+    g.add_argument("--micro-batch-tokens", type=int, default=4096,
+                   help="token budget per forward/backward micro-batch (memory knob, not an algorithm knob)")
+    g.add_argument("--grad-checkpointing", choices=["auto", "on", "off"], default="auto",
+                   help="activation checkpointing (auto: on for GPU, off for CPU where micro-batching is cheaper)")
+    g.add_argument("--disc-batch-tokens", type=int, default=8192, help="token budget per discriminator forward")
+    g = p.add_argument_group("judge")
+    g.add_argument("--judge-model", default=None, help="local LLM judge for constraints without a rule checker")
+    g.add_argument("--judge-url", default=None, help="OpenAI-compatible endpoint for the LLM judge (vLLM, ...)")
+    g.add_argument("--judge-name", default="judge", help="model name sent to --judge-url")
+    g = p.add_argument_group("run")
+    g.add_argument("--seed", type=int, default=42, help="seed (paper: 42)")
+    g.add_argument("--device", default=None, help="cuda / cpu (default: cuda if available)")
+    g.add_argument("--eval-every", type=int, default=0, help="held-out eval every N steps (0: only first and last)")
+    g.add_argument("--eval-prompts", type=int, default=32, help="held-out prompts per evaluation (greedy)")
+    g.add_argument("--save-every", type=int, default=5, help="checkpoint every N steps (and at the end)")
+    g.add_argument("--keep-checkpoints", type=int, default=2, help="checkpoints kept on disk (oldest deleted)")
+    g.add_argument("--resume", default=None, help="run folder (or checkpoint folder) to continue exactly")
+    g.add_argument("--plot", default=None, metavar="RUN", help="only redraw the PNG curves of RUN and exit")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    g.add_argument("--stop-after", type=int, default=None,
+                   help="stop after N steps of this invocation, as if killed (to test --resume)")
+    return p.parse_args(argv)
+
+
+# -----------------------------------------------------------------------------
+# The policy-gradient math (pure functions on tensors)
+
+
+class _TokenLogProbs(torch.autograd.Function):
+    """log p(target) and entropy per row of `logits` [N, V] without a [N, V] float32 log-softmax kept for backward.
+
+    Forward works through row chunks in float32 and keeps only the (bf16 / fp32) logits and the log-sum-exp [N];
+    backward rebuilds softmax chunk by chunk: d logp / d logits = onehot(target) - softmax(logits).
+    """
+
+    @staticmethod
+    def forward(ctx, logits, targets, chunk):
+        N = logits.shape[0]
+        lse = torch.empty(N, dtype=torch.float32, device=logits.device)       # [N]
+        entropy = torch.empty(N, dtype=torch.float32, device=logits.device)   # [N]
+        for s in range(0, N, chunk):
+            x = logits[s:s + chunk].float()                                   # [n, V]
+            lse[s:s + chunk] = torch.logsumexp(x, dim=-1)
+            p = torch.exp(x - lse[s:s + chunk, None])
+            entropy[s:s + chunk] = lse[s:s + chunk] - (p * x).sum(-1)
+        logp = logits.gather(1, targets[:, None]).squeeze(1).float() - lse    # [N]
+        ctx.save_for_backward(logits, targets, lse)
+        ctx.chunk = chunk
+        ctx.mark_non_differentiable(entropy)
+        return logp, entropy
+
+    @staticmethod
+    def backward(ctx, grad_logp, grad_entropy):
+        logits, targets, lse = ctx.saved_tensors
+        grad = torch.empty_like(logits)
+        for s in range(0, logits.shape[0], ctx.chunk):
+            g = -torch.exp(logits[s:s + ctx.chunk].float() - lse[s:s + ctx.chunk, None])  # -softmax, [n, V]
+            g.scatter_add_(1, targets[s:s + ctx.chunk, None], torch.ones_like(g[:, :1]))
+            grad[s:s + ctx.chunk] = (g * grad_logp[s:s + ctx.chunk, None]).to(logits.dtype)
+        return grad, None, None
+
+
+def token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> tuple:
+    """logits [..., V], targets [...] -> (log p(target) [...] float32, entropy [...] float32, no grad)."""
+    V = logits.shape[-1]
+    chunk = max(1, (64 * 2**20) // (4 * V))  # ~64 MB of float32 per chunk
+    logp, ent = _TokenLogProbs.apply(logits.reshape(-1, V), targets.reshape(-1), chunk)
+    return logp.view(targets.shape), ent.view(targets.shape)
+
+
+def ppo_clip_loss(logp, old_logp, advantages, mask, clip_low=0.2, clip_high=0.27, agg="seq-mean-token-mean",
+                  ref_logp=None, kl_coef=0.0):
+    """PPO-clip policy loss with clip-higher, per token, then aggregated (spec §6).
+
+        rho = exp(logp - old_logp)
+        l   = -min(rho * A, clip(rho, 1 - clip_low, 1 + clip_high) * A)   (+ kl_coef * k3(ref, logp))
+        seq-mean-token-mean:  mean over sequences of (mean over that sequence's tokens of l)
+        token-mean:           sum of l over all tokens / number of tokens
+
+    All inputs [B, T] (mask 1 on response tokens). Returns (loss, stats) where the loss is the *sum* of the
+    aggregated parts divided by the whole mini-batch's count, so micro-batches add up: the caller passes in
+    `mask` and divides by the mini-batch's number of sequences (or tokens) itself, see `aggregate_denominator`.
+
+    Example (on-policy, so rho = 1 and the loss is -mean A):
+        logp = old_logp = [[-1., -2.]], A = [[0.5, -1.5]], mask = [[1, 1]]  ->  loss sum = -(0.5 - 1.5)/2 = 0.5
+    """
+    mask = mask.float()
+    ratio = torch.exp(logp - old_logp)                                                  # [B, T]
+    unclipped = ratio * advantages
+    clipped = torch.clamp(ratio, 1 - clip_low, 1 + clip_high) * advantages
+    per_token = -torch.minimum(unclipped, clipped)                                      # [B, T]
+    kl = None
+    if ref_logp is not None and kl_coef > 0:
+        log_r = ref_logp - logp                                                         # k3 estimator, >= 0
+        kl = torch.exp(log_r) - log_r - 1
+        per_token = per_token + kl_coef * kl
+    if agg == "seq-mean-token-mean":
+        per_seq = (per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1)                # [B]
+        loss_sum = per_seq.sum()
+    else:
+        loss_sum = (per_token * mask).sum()
+    with torch.no_grad():
+        n = mask.sum().clamp(min=1)
+        stats = {"clip_frac": float(((clipped < unclipped).float() * mask).sum() / n),
+                 "ratio_mean": float((ratio * mask).sum() / n),
+                 "kl": float((kl * mask).sum() / n) if kl is not None else 0.0}
+    return loss_sum, stats
+
+
+def aggregate_denominator(mask: torch.Tensor, agg: str) -> float:
+    """What the summed loss of a mini-batch is divided by: its sequences, or its tokens."""
+    return float(mask.shape[0]) if agg == "seq-mean-token-mean" else float(mask.sum().clamp(min=1))
+
+
+# -----------------------------------------------------------------------------
+# Policy forward on response positions only
+
+
+def response_logprobs(model, prompt_ids, prompt_mask, response_ids, response_mask):
+    """log p and entropy of each response token [B, T] from one forward over [prompt | response].
+
+    Position ids come from the attention mask (left padding), exactly as `generate` computed them, so on-policy
+    log-probs match the sampler's. Only the T+1 last positions go through the LM head (`logits_to_keep`): the
+    prompt's logits are never computed.
+    """
+    input_ids = torch.cat([prompt_ids, response_ids], dim=1)                             # [B, Tp + T]
+    attn = torch.cat([prompt_mask, response_mask], dim=1)                               # [B, Tp + T]
+    position_ids = (attn.cumsum(-1) - 1).clamp(min=0)
+    T = response_ids.shape[1]
+    logits = model(input_ids=input_ids, attention_mask=attn, position_ids=position_ids,
+                   logits_to_keep=T + 1, use_cache=False).logits[:, :-1]               # [B, T, V]
+    return token_logprobs(logits, response_ids)                                         # [B, T], [B, T]
+
+
+def micro_batches(rows: list, lengths: list, budget: int) -> list:
+    """Split row indices into consecutive groups whose padded size (rows x longest) stays within `budget` tokens."""
+    out, cur, longest = [], [], 0
+    for r in rows:
+        new_longest = max(longest, lengths[r])
+        if cur and new_longest * (len(cur) + 1) > budget:
+            out.append(cur)
+            cur, new_longest = [], lengths[r]
+        cur.append(r)
+        longest = new_longest
+    if cur:
+        out.append(cur)
+    return out
+
+
+def crop(rollout, rows: list) -> tuple:
+    """The rows' tensors with the common padding cut off (left of prompts, right of responses)."""
+    idx = torch.tensor(rows, device=rollout.prompt_ids.device)
+    pm, rm = rollout.prompt_mask[idx], rollout.response_mask[idx]
+    p0 = int((pm.sum(0) > 0).nonzero()[0]) if pm.any() else 0                            # first used prompt column
+    t1 = int(rm.sum(-1).max())                                                          # longest response
+    return rollout.prompt_ids[idx, p0:], pm[:, p0:], rollout.response_ids[idx, :t1], rm[:, :t1], t1
+
+
+# -----------------------------------------------------------------------------
+# Checkpoints, metrics, plots
+
+
+def save_checkpoint(out: Path, step: int, model, tokenizer, optimizer, scheduler, args, keep: int) -> Path:
+    """Write out/checkpoints/step_XXXXXX atomically: a temporary folder renamed at the end."""
+    final = out / "checkpoints" / f"step_{step:06d}"
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)  # full model; with --lora only the adapter (load it with peft on the base)
+    tokenizer.save_pretrained(tmp)
+    state = {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+             "data_position": step * args.prompts_per_step, "args": vars(args)}
+    torch.save(state, tmp / "trainer_state.pt")
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    (out / "checkpoints" / "latest").write_text(final.name)
+    ckpts = sorted(p for p in (out / "checkpoints").glob("step_*") if not p.name.endswith(".tmp"))
+    for old in ckpts[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def find_checkpoint(path: str) -> Path:
+    p = Path(path)
+    if (p / "trainer_state.pt").exists():
+        return p
+    latest = p / "checkpoints" / "latest"
+    if latest.exists() and (p / "checkpoints" / latest.read_text().strip() / "trainer_state.pt").exists():
+        return p / "checkpoints" / latest.read_text().strip()
+    raise SystemExit(f"error: --resume {path}: no checkpoint there (expected {p}/checkpoints/latest or a "
+                     "checkpoint folder with trainer_state.pt)")
+
+
+PLOTS = [("reward", "mean response reward"), ("aon_pass", "AON pass rate (all constraints met)"),
+         ("csr_pass", "CSR (share of constraints met)"), ("zero_var_groups", "groups with zero reward variance"),
+         ("tok_adv_abs", "mean |token advantage|"), ("entropy", "policy entropy"), ("clip_frac", "clip fraction"),
+         ("response_len", "response length (tokens)"), ("step_seconds", "seconds per step")]
+
+
+def plot_run(out: Path) -> Path:
+    """Draw the training curves of a run folder from metrics.jsonl into curves.png."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines() if l.strip()]
+    train = [r for r in rows if r.get("kind") == "train"]
+    evals = [r for r in rows if r.get("kind") == "eval"]
+    fig, axes = plt.subplots(2, 5, figsize=(20, 7))
+    for ax, (key, title) in zip(axes.flat, PLOTS):
+        xs = [r["step"] for r in train if key in r]
+        ax.plot(xs, [r[key] for r in train if key in r], marker=".")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    ax = axes.flat[-1]
+    for key, label in [("eval_aon", "all constraints met"), ("eval_csr", "constraints met")]:
+        ax.plot([r["step"] for r in evals], [r[key] for r in evals], marker="o", label=label)
+    ax.set_title("held-out (greedy)", fontsize=10)
+    ax.set_xlabel("step")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.suptitle(f"{out.name}", fontsize=12)
+    fig.tight_layout()
+    path = out / "curves.png"
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def peak_memory_gb(device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
+
+
+# -----------------------------------------------------------------------------
+# Small pieces of the loop
+
+
+def lr_lambda(warmup: int, total: int, decay: str):
+    def f(i):
+        if i < warmup:
+            return (i + 1) / warmup
+        if decay == "constant":
+            return 1.0
+        progress = (i - warmup) / max(1, total - warmup)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return f
+
+
+def batch_of_prompts(prompts: list, step: int, per_step: int, seed: int) -> list:
+    """Prompts of a step: an endless stream of seeded epoch permutations, so position = step * per_step."""
+    out = []
+    for pos in range(step * per_step, (step + 1) * per_step):
+        epoch, i = divmod(pos, len(prompts))
+        order = np.random.default_rng(seed + epoch).permutation(len(prompts))
+        out.append(prompts[order[i]])
+    return out
+
+
+def family_pass_rates(prompts: list, prompt_index: list, scores: torch.Tensor) -> dict:
+    """Pass rate per constraint family (the checker's instruction id, or 'llm') over one step's verdicts."""
+    met, seen = {}, {}
+    for b, p in enumerate(prompt_index):
+        for k, item in enumerate(prompts[p].rubrics):
+            fam = item.checker["instruction_id"] if item.checker else "llm"
+            seen[fam] = seen.get(fam, 0) + 1
+            met[fam] = met.get(fam, 0) + int(scores[b, k] > 0)
+    return {fam: met[fam] / seen[fam] for fam in sorted(seen)}
+
+
+@torch.no_grad()
+def evaluate_heldout(model, tokenizer, judge, prompts, args) -> dict:
+    """Greedy responses to the held-out prompts; share with all constraints met, and share of constraints met."""
+    r = generate_rollout(model, tokenizer, [p.messages for p in prompts], group_size=1,
+                         max_new_tokens=args.max_new_tokens, temperature=0, max_prompt_tokens=args.max_prompt_tokens)
+    scores, _ = judge.score(prompts, r.texts, r.prompt_index)                          # [B, K]
+    real = scores != 0
+    aon = ((scores > 0) | ~real).all(-1).float()
+    csr = ((scores > 0) & real).sum(-1).float() / real.sum(-1).clamp(min=1)
+    return {"eval_aon": float(aon.mean()), "eval_csr": float(csr.mean()), "eval_n": len(r.texts)}
+
+
+# -----------------------------------------------------------------------------
+# Main
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.plot:
+        print(f"wrote {plot_run(Path(args.plot))}")
+        return
+    from data import DataError, load_rubric_jsonl
+    from judge import EndpointLLM, Judge, LocalLLM
+
+    # --- configuration checks: everything cheap that can be wrong, before any model is loaded
+    resume_ckpt = find_checkpoint(args.resume) if args.resume else None
+    if resume_ckpt is not None:
+        saved = torch.load(resume_ckpt / "trainer_state.pt", weights_only=False)["args"]
+        if args.model == models.DEFAULT_MODEL:  # continue the same run unless told otherwise
+            args.model = saved["model"]
+        args.out = args.out or str(resume_ckpt.parent.parent)
+    out = Path(args.out or f"runs/{args.algo}-{args.norm}-seed{args.seed}")
+    try:
+        use_llm_judge = bool(args.judge_model or args.judge_url)
+        train_prompts = load_rubric_jsonl(args.train_data, max_constraints=args.max_constraints,
+                                          llm_judge=use_llm_judge)
+        eval_prompts = load_rubric_jsonl(args.eval_data, max_constraints=args.max_constraints,
+                                         llm_judge=use_llm_judge)[:args.eval_prompts]
+    except (DataError, OSError) as e:
+        raise SystemExit(f"error: {e}")
+    if not train_prompts:
+        raise SystemExit(f"error: {args.train_data} has no prompts")
+    if args.group_size < 2:
+        raise SystemExit("error: --group-size must be >= 2 (GRPO normalises within a group)")
+    device = torch.device(args.device) if args.device else models.default_device()
+    try:
+        tokenizer = models.load_tokenizer(args.model)
+        use_disc = args.algo == "rtt" and args.relevance in ("discriminator", "random")
+        if use_disc:
+            import discriminator
+            if args.discriminator:  # the vocabulary check needs only the tokenizer: do it before any weights
+                discriminator.check_tokenizer(models.load_tokenizer(args.discriminator), tokenizer,
+                                              where=f"the discriminator {args.discriminator}")
+    except RuntimeError as e:  # ModelLoadError, DiscriminatorError: one clear line, no stack trace
+        raise SystemExit(f"error: {e}")
+
+    # --- init
+    random.seed(args.seed), np.random.seed(args.seed), torch.manual_seed(args.seed)
+    out.mkdir(parents=True, exist_ok=True)
+    log = lambda msg: print(f"[train] {msg}", flush=True)
+    # Master weights stay float32 (a 1e-6 update vanishes in bf16 weights); forward passes run under bf16 autocast
+    # on GPU, so generation, log-probs and the backward use bf16 matmuls.
+    policy_src = str(resume_ckpt) if resume_ckpt and not args.lora else args.model
+    model = models.load_causal_lm(policy_src, device=device, dtype=torch.float32)
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    grad_ckpt = args.grad_checkpointing == "on" or (args.grad_checkpointing == "auto" and device.type == "cuda")
+    if grad_ckpt:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    ref_model = None
+    if args.lora:
+        try:
+            from peft import LoraConfig, get_peft_model
+        except ImportError:
+            raise SystemExit("error: --lora needs the peft package: pip install 'peft>=0.13'")
+        if resume_ckpt:
+            from peft import PeftModel
+            model = PeftModel.from_pretrained(model, resume_ckpt, is_trainable=True)
+        else:
+            model = get_peft_model(model, LoraConfig(r=args.lora, lora_alpha=2 * args.lora,
+                                                     target_modules="all-linear"))
+        if grad_ckpt:
+            model.enable_input_require_grads()  # checkpointed frozen embeddings would otherwise cut the graph
+    elif args.kl > 0:
+        ref_model = models.load_causal_lm(args.model, device=device, dtype=torch.float32).eval()
+        ref_model.requires_grad_(False)
+
+    judge_llm = None
+    if args.judge_url:
+        judge_llm = EndpointLLM(args.judge_url, model=args.judge_name)
+    elif args.judge_model:
+        judge_llm = LocalLLM(models.load_causal_lm(args.judge_model, device=device),
+                             models.load_tokenizer(args.judge_model))
+    judge = Judge(llm=judge_llm, max_constraints=args.max_constraints)
+
+    disc = None
+    if use_disc:
+        # no --discriminator: the one built for this policy in the cache, built now (offline labels) if missing
+        disc_path = args.discriminator or discriminator.ensure_discriminator(
+            args.model, models.cache_dir() / "discriminators" / Path(args.model).name.replace(":", "_"),
+            device=device, log=log)
+        try:
+            disc, _ = discriminator.load_discriminator(disc_path, policy_tokenizer=tokenizer, device=device)
+        except discriminator.DiscriminatorError as e:
+            raise SystemExit(f"error: {e}")
+        log(f"discriminator: {disc_path}")
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
+    total_opt_steps = args.steps * args.mini_batches
+    warmup = args.warmup_steps if args.warmup_steps is not None else max(1, round(0.04 * total_opt_steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(warmup, total_opt_steps, args.decay))
+    start_step = 0
+    if resume_ckpt is not None:
+        state = torch.load(resume_ckpt / "trainer_state.pt", weights_only=False)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        random.setstate(state["rng"]["python"]), np.random.set_state(state["rng"]["numpy"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if state["rng"]["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        start_step = state["step"]
+        log(f"resumed from {resume_ckpt} at step {start_step}")
+    (out / "config.json").write_text(json.dumps(vars(args), indent=2))
+    metrics_file = open(out / "metrics.jsonl", "a")
+
+    def write_metrics(row):
+        metrics_file.write(json.dumps(row) + "\n")
+        metrics_file.flush()
+
+    log(f"policy {args.model} on {device} | algo {args.algo} union {args.union}"
+        + (f" norm {args.norm} combine {args.combine} lambda {args.token_weight} relevance {args.relevance}"
+           if args.algo == "rtt" else "")
+        + f" | P={args.prompts_per_step} G={args.group_size} steps {start_step}->{args.steps} | run folder {out}")
+    if start_step == 0 and eval_prompts:
+        with amp:
+            ev = evaluate_heldout(model, tokenizer, judge, eval_prompts, args)
+        write_metrics({"kind": "eval", "step": 0, **ev})
+        log(f"held-out before training: all constraints met {ev['eval_aon']:.3f}, constraints met {ev['eval_csr']:.3f}")
+
+    # --- the loop
+    from tqdm import tqdm
+    bar = tqdm(range(start_step, args.steps), initial=start_step, total=args.steps, disable=args.no_progress,
+               desc="RTT" if args.algo == "rtt" else "GRPO", dynamic_ncols=True)
+    G, P = args.group_size, args.prompts_per_step
+    done = start_step
+    for step in bar:
+        t_step = time.perf_counter()
+        times = {}
+        prompts = batch_of_prompts(train_prompts, step, P, args.seed)
+
+        # 1. rollout: G responses per prompt, rows prompt-major (b = p*G + g)
+        t0 = time.perf_counter()
+        with amp:
+            ro = generate_rollout(model, tokenizer, [p.messages for p in prompts], G, args.max_new_tokens,
+                                  args.temperature, args.top_p, args.top_k, args.max_prompt_tokens,
+                                  seed=args.seed * 100_003 + step)
+        times["t_generate"] = time.perf_counter() - t0
+        if ro.num_prompts == 0:
+            log(f"step {step}: every prompt was longer than --max-prompt-tokens; skipped")
+            continue
+        prompts = [prompts[i] for i in sorted(set(ro.prompt_index))]
+        prompt_index = [i // G for i in range(len(ro.texts))]   # index into the kept prompts
+        Pk = len(prompts)
+        mask = ro.response_mask                                                             # [B, T]
+
+        # 2. judge: scores [B, K] in {+1, -1, 0 = padded slot}
+        t0 = time.perf_counter()
+        scores, judge_stats = judge.score(prompts, ro.texts, prompt_index)                  # [B, K]
+        times["t_judge"] = time.perf_counter() - t0
+        scores = scores.to(device).float()
+        K = scores.shape[1]
+
+        # 3. response rewards and GRPO advantages, per group
+        rewards = adv.response_rewards(scores.view(Pk, G, K), args.union)                   # [P, G]
+        T = mask.shape[1]
+        relevance = None
+        t0 = time.perf_counter()
+        if args.algo == "rtt":
+            # 4. token relevance w [P, G, K, T] and the RTT advantage
+            if args.relevance == "uniform":
+                relevance = adv.uniform_relevance(mask.view(Pk, G, T), K)
+            else:
+                criteria = [[item.description for item in prompts[i].rubrics] for i in prompt_index]
+                with amp:
+                    w = discriminator.relevance(disc, tokenizer, ro.response_ids, mask, criteria, K,
+                                                batch_tokens=args.disc_batch_tokens)        # [B, K, T]
+                relevance = w.view(Pk, G, K, T).to(device)
+                if args.relevance == "random":
+                    gen = torch.Generator(device=relevance.device).manual_seed(args.seed * 7919 + step)
+                    relevance = adv.random_relevance(relevance, mask.view(Pk, G, T), gen)
+            advantage, parts = adv.rtt_advantages(scores.view(Pk, G, K), relevance, mask.view(Pk, G, T),
+                                                  union=args.union, norm=args.norm, combine=args.combine,
+                                                  weight=args.token_weight, reference_quirks=args.reference_quirks)
+            advantage = advantage.reshape(Pk * G, T)                                        # [B, T]
+            tok_adv = parts["token_adv"].reshape(Pk * G, T)
+        else:
+            advantage = adv.grpo_advantages(rewards)[..., None].expand(Pk, G, T).reshape(Pk * G, T) * mask
+            tok_adv = torch.zeros_like(advantage)
+        times["t_discriminator"] = time.perf_counter() - t0
+        advantage = advantage.float()
+
+        # 5. PPO-clip update, one epoch, the rollout split into mini-batches (optimizer steps)
+        t0 = time.perf_counter()
+        model.train()
+        B = mask.shape[0]
+        lengths = (ro.prompt_mask.sum(-1) + mask.sum(-1)).tolist()
+        minis = [list(range(j * B // args.mini_batches, (j + 1) * B // args.mini_batches))
+                 for j in range(args.mini_batches)]                                   # consecutive groups of rows
+        minis = [m for m in minis if m]
+        # old log-probs (and reference log-probs for KL) of the later mini-batches, before any update
+        old_logp = torch.zeros(B, T, device=device)
+        ref_logp = torch.zeros(B, T, device=device) if args.kl > 0 else None
+        with torch.no_grad(), amp:
+            for mb_rows in minis[1:]:
+                for rows in micro_batches(mb_rows, lengths, args.micro_batch_tokens):
+                    pi, pm, ri, rm, t1 = crop(ro, rows)
+                    old_logp[rows, :t1] = response_logprobs(model, pi, pm, ri, rm)[0]
+            if ref_logp is not None:
+                for rows in micro_batches(list(range(B)), lengths, args.micro_batch_tokens):
+                    pi, pm, ri, rm, t1 = crop(ro, rows)
+                    if args.lora:
+                        with model.disable_adapter():
+                            ref_logp[rows, :t1] = response_logprobs(model, pi, pm, ri, rm)[0]
+                    else:
+                        ref_logp[rows, :t1] = response_logprobs(ref_model, pi, pm, ri, rm)[0]
+        times["t_logprobs"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        upd = {"clip_frac": 0.0, "kl": 0.0, "entropy": 0.0, "grad_norm": 0.0, "loss": 0.0}
+        n_tok = float(mask.sum())
+        for j, mb_rows in enumerate(minis):
+            denom = aggregate_denominator(mask[mb_rows], args.loss_agg)
+            optimizer.zero_grad(set_to_none=True)
+            for rows in micro_batches(mb_rows, lengths, args.micro_batch_tokens):
+                pi, pm, ri, rm, t1 = crop(ro, rows)
+                with amp:
+                    logp, ent = response_logprobs(model, pi, pm, ri, rm)                        # [b, t1]
+                old = logp.detach() if j == 0 else old_logp[rows, :t1]   # mini-batch 0: sampler == current policy
+                loss_sum, st = ppo_clip_loss(logp, old, advantage[rows, :t1], rm, args.clip_low, args.clip_high,
+                                             args.loss_agg, None if ref_logp is None else ref_logp[rows, :t1],
+                                             args.kl)
+                (loss_sum / denom).backward()
+                w_tok = float(rm.sum()) / n_tok
+                upd["clip_frac"] += st["clip_frac"] * w_tok
+                upd["kl"] += st["kl"] * w_tok
+                upd["entropy"] += float((ent * rm).sum()) / n_tok
+                upd["loss"] += float(loss_sum.detach()) / denom / len(minis)
+            gn = torch.nn.utils.clip_grad_norm_(params, args.grad_clip)
+            upd["grad_norm"] += float(gn) / len(minis)
+            optimizer.step()
+            scheduler.step()
+        model.eval()
+        times["t_update"] = time.perf_counter() - t0
+
+        # --- log
+        with torch.no_grad():
+            real = scores != 0
+            aon = ((scores > 0) | ~real).all(-1).float()                                         # [B]
+            csr = ((scores > 0) & real).sum(-1).float() / real.sum(-1).clamp(min=1)             # [B]
+            tok_abs = (tok_adv.abs() * mask).sum() / mask.sum().clamp(min=1)
+            row = {"kind": "train", "step": step + 1, "reward": float(rewards.mean()),
+                   "aon_pass": float(aon.mean()), "csr_pass": float(csr.mean()),
+                   "zero_var_groups": float((rewards.std(-1) == 0).float().mean()) if G > 1 else 1.0,
+                   "tok_adv_abs": float(tok_abs), "tok_adv_nonzero": float(((tok_adv != 0) & (mask > 0)).sum() / mask.sum()),
+                   "adv_mean": float((advantage * mask).sum() / mask.sum()),
+                   "response_len": float(mask.sum(-1).float().mean()), "truncated": float(ro.truncated.float().mean()),
+                   **upd, "lr": scheduler.get_last_lr()[0], "new_tokens_per_s": ro.tokens_per_second,
+                   **{k: round(v, 3) for k, v in times.items()}, "step_seconds": time.perf_counter() - t_step,
+                   "peak_mem_gb": peak_memory_gb(device), "skipped_prompts": len(ro.skipped),
+                   "judge": {k: v for k, v in judge_stats.items() if isinstance(v, (int, float))},
+                   "family_pass": family_pass_rates(prompts, prompt_index, scores)}
+            if relevance is not None:
+                row["relevance_mean"] = float((relevance.reshape(-1, K, T).sum(1) * mask).sum() / (mask.sum() * K))
+        write_metrics(row)
+        bar.set_postfix(reward=f"{row['reward']:.3f}", aon=f"{row['aon_pass']:.2f}", csr=f"{row['csr_pass']:.2f}",
+                        s=f"{row['step_seconds']:.0f}")
+        if args.no_progress:
+            log(f"step {step + 1}/{args.steps} reward {row['reward']:.3f} aon {row['aon_pass']:.2f} "
+                f"csr {row['csr_pass']:.2f} zero-var groups {row['zero_var_groups']:.2f} "
+                f"|A_tok| {row['tok_adv_abs']:.3f} clip {row['clip_frac']:.3f} "
+                f"({', '.join(f'{k[2:]} {v:.1f}s' for k, v in times.items())})")
+
+        done = step + 1
+        if args.eval_every and done % args.eval_every == 0 and done < args.steps and eval_prompts:
+            with amp:
+                ev = evaluate_heldout(model, tokenizer, judge, eval_prompts, args)
+            write_metrics({"kind": "eval", "step": done, **ev})
+        stop = args.stop_after is not None and done - start_step >= args.stop_after
+        if done % args.save_every == 0 or done == args.steps or stop:
+            save_checkpoint(out, done, model, tokenizer, optimizer, scheduler, args, args.keep_checkpoints)
+        if stop:
+            log(f"stopping after {args.stop_after} steps (--stop-after); continue with --resume {out}")
+            break
+
+    # --- the end: final eval, plots, where everything is
+    if eval_prompts and start_step < args.steps and done == args.steps:
+        with amp:
+            ev = evaluate_heldout(model, tokenizer, judge, eval_prompts, args)
+        write_metrics({"kind": "eval", "step": args.steps, **ev})
+        log(f"held-out after training: all constraints met {ev['eval_aon']:.3f}, constraints met {ev['eval_csr']:.3f}")
+    metrics_file.close()
+    png = plot_run(out)
+    log(f"checkpoints: {out / 'checkpoints'} | metrics: {out / 'metrics.jsonl'} | curves: {png}")
+
+
+if __name__ == "__main__":
+    main()
