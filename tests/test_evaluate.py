@@ -215,7 +215,7 @@ def test_cli_smoke_on_a_tiny_model(tmp_path, tiny_dir):
 @pytest.mark.skipif(not SHARED_IFEVAL.exists(), reason="needs ../shared/data/ifeval_input_data.jsonl")
 def test_real_model_on_three_ifeval_prompts(tmp_path, smol):
     model, tok = smol
-    m = evaluate.run(args(model="smollm2-135m", data=str(SHARED_IFEVAL), limit=3, max_new_tokens=48, batch_size=3,
+    m = evaluate.run(args(model="smollm2-135m", data=str(SHARED_IFEVAL), limit=3, max_new_tokens=24, batch_size=3,
                           out=str(tmp_path)), model, tok)
     gens = [json.loads(x) for x in (tmp_path / "generations.jsonl").read_text().splitlines()]
     assert len(gens) == 3 and all(g["response"].strip() for g in gens)
