@@ -8,7 +8,7 @@ judge's verdict by it to get the token-level reward cube `r[G, K, T] = s[G, K, 1
     python discriminator.py ensure --policy smollm2-135m --out runs/disc-smollm2  # labels + train + eval in one go
     python discriminator.py label --n-prompts 400 --n-samples 128 --out runs/disc/labels.jsonl   # offline rules
     python discriminator.py train --labels runs/disc/labels.jsonl --out runs/disc/model \
-        --lr 2e-4 --keep-layers 12 --train-layers 6                       # the CPU setting; spec: --lr 9e-6
+        --lr 4e-4 --keep-layers 12 --train-layers 6                       # the CPU setting; spec: --lr 9e-6
     python discriminator.py eval  --model runs/disc/model --labels runs/disc/labels.jsonl   # held-out prompts
     python discriminator.py show  --model runs/disc/model --criterion "Include keywords ['cabin'] in the response." \
         --text "We stayed in a small cabin by the lake."
@@ -126,13 +126,20 @@ def _check_ids(model, max_id: int) -> None:
                                  "it does not share the policy's tokenizer")
 
 
-def score_pairs(model, tokenizer, pairs: list, batch_tokens: int = 16384, stats: dict | None = None) -> list:
+def default_batch_tokens(model) -> int:
+    """Padded tokens per inference batch: big on a GPU; small on a CPU, where we measured 2048 to be ~1.5x faster
+    than 16384 (SmolLM2, 48 pairs of ~100 tokens: 8.2 s vs 12.2 s on 2 threads)."""
+    return 16384 if next(model.parameters()).device.type == "cuda" else 2048
+
+
+def score_pairs(model, tokenizer, pairs: list, batch_tokens: int | None = None, stats: dict | None = None) -> list:
     """Relevance of every response token for each (criterion, response_ids) pair: a list of float32 [n] tensors.
 
     All pairs are batched together, sorted by length (little padding), under inference_mode.
     """
     if not pairs:
         return []
+    batch_tokens = batch_tokens or default_batch_tokens(model)
     t0 = time.perf_counter()
     cache = {}
     seqs = []
@@ -167,7 +174,7 @@ def score_pairs(model, tokenizer, pairs: list, batch_tokens: int = 16384, stats:
 # 2. Inference at RL time: relevance [B, K, T] aligned with the rollout's response tokens
 
 def relevance(model, tokenizer, response_ids: torch.Tensor, response_mask: torch.Tensor, criteria: list, K: int,
-              batch_tokens: int = 16384, *, stats: dict | None = None) -> torch.Tensor:
+              batch_tokens: int | None = None, *, stats: dict | None = None) -> torch.Tensor:
     """w[b, k, t] in [0, 1]: relevance of response token t of row b to criterion k (spec §4).
 
     response_ids [B, T], response_mask [B, T] (1 on real tokens incl. the EOS): the rollout's tensors, as they are.
@@ -292,6 +299,10 @@ def read_jsonl(path) -> list:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def _bump(counts: dict, key: str, n: int = 1) -> None:
+    counts[key] = counts.get(key, 0) + n
+
+
 def _items(prompt) -> list:
     """(index in prompt.rubrics, instruction_id, kwargs) of the rubric items that have a rule checker."""
     return [(k, it.checker["instruction_id"], it.checker.get("kwargs") or {})
@@ -346,36 +357,36 @@ def rule_labels(prompts: list, samples: list, tokenizer, counts: dict, max_words
         p = prompts[pi]
         base_id = prompts[src[0]].id if src else p.id
         items = _items(p)
-        counts["responses"] = counts.get("responses", 0) + 1
-        counts["items_without_checker"] = counts.get("items_without_checker", 0) + len(p.rubrics) - len(items)
+        _bump(counts, "responses")
+        _bump(counts, "items_without_checker", len(p.rubrics) - len(items))
         if not items:
             continue
         base = editors.clean_base(sample, max_words=max_words)
         if not base:
-            counts["empty_sample"] = counts.get("empty_sample", 0) + 1
+            _bump(counts, "empty_sample")
         check = editors.checker_for(p.instruction)
         text = editors.repair(base, [(i, kw) for _, i, kw in items], check)
         if text is None:
-            counts["repair_failed"] = counts.get("repair_failed", 0) + 1
+            _bump(counts, "repair_failed")
             continue
         if len(tokenizer(text, add_special_tokens=False)["input_ids"]) + 1 > max_tokens:
-            counts["too_long"] = counts.get("too_long", 0) + 1
+            _bump(counts, "too_long")
             continue
-        counts["repaired"] = counts.get("repaired", 0) + 1
+        _bump(counts, "repaired")
         for j, (k, iid, kw) in enumerate(items):
             res = editors.violating_edits(text, [(i, w) for _, i, w in items], j, check)
             if not res.edits:
                 key = f"dropped[{iid}]: {res.reason}"
-                counts[key] = counts.get(key, 0) + 1
+                _bump(counts, key)
                 continue
             row = make_record(tokenizer, text, criterion=p.rubrics[k].description, family=iid, prompt_id=p.id,
                               source="rule", spans=res.spans, scope=res.scope, edited=res.edits[0],
                               n_edits=len(res.edits), base_prompt_id=base_id)
             if sum(row["labels"]) == 0:
-                counts["no_labelled_token"] = counts.get("no_labelled_token", 0) + 1
+                _bump(counts, "no_labelled_token")
                 continue
             rows.append(row)
-            counts["kept"] = counts.get("kept", 0) + 1
+            _bump(counts, "kept")
     return rows
 
 
@@ -425,7 +436,7 @@ def llm_edit_labels(llm, prompts: list, responses: list, tokenizer, counts: dict
         check = editors.checker_for(p.instruction)
         items = _items(p)
         if not text.strip() or not all(check(i, kw, text) for _, i, kw in items):
-            counts["response_not_all_met"] = counts.get("response_not_all_met", 0) + 1
+            _bump(counts, "response_not_all_met")
             continue
         for k, item in enumerate(p.rubrics):
             others = "; ".join(r.description for j, r in enumerate(p.rubrics) if j != k) or "(none)"
@@ -438,17 +449,17 @@ def llm_edit_labels(llm, prompts: list, responses: list, tokenizer, counts: dict
         p, edited = prompts[pi], _strip_reply(reply)
         item = p.rubrics[k]
         if not edited or edited == text:
-            counts["dropped_unchanged"] = counts.get("dropped_unchanged", 0) + 1
+            _bump(counts, "dropped_unchanged")
             continue
         verified = False
         if item.checker:
             check = editors.checker_for(p.instruction)
             iid, kw = item.checker["instruction_id"], item.checker.get("kwargs") or {}
             if check(iid, kw, edited):
-                counts["dropped_not_violated"] = counts.get("dropped_not_violated", 0) + 1
+                _bump(counts, "dropped_not_violated")
                 continue
             if not all(check(i, w, edited) for j, i, w in _items(p) if j != k):
-                counts["dropped_flips_other"] = counts.get("dropped_flips_other", 0) + 1
+                _bump(counts, "dropped_flips_other")
                 continue
             verified = True
         iid = item.checker["instruction_id"] if item.checker else "llm"
@@ -457,10 +468,10 @@ def llm_edit_labels(llm, prompts: list, responses: list, tokenizer, counts: dict
                           source="editor_llm", spans=editors.edit_char_spans(text, edited), scope=sc, edited=edited,
                           verified=verified)
         if sum(row["labels"]) == 0:
-            counts["no_labelled_token"] = counts.get("no_labelled_token", 0) + 1
+            _bump(counts, "no_labelled_token")
             continue
         rows.append(row)
-        counts["kept"] = counts.get("kept", 0) + 1
+        _bump(counts, "kept")
     return rows
 
 
@@ -490,18 +501,17 @@ def parse_extraction(reply: str, response: str, counts: dict | None = None):
     [(2, 5)]
     """
     counts = counts if counts is not None else {}
-    bump = lambda k, n=1: counts.__setitem__(k, counts.get(k, 0) + n)  # noqa: E731
     s, e = reply.find("{"), reply.rfind("}")
     try:
         obj = json.loads(reply[s:e + 1]) if 0 <= s < e else None
     except json.JSONDecodeError:
         obj = None
     if not isinstance(obj, dict):
-        bump("malformed")
+        _bump(counts, "malformed")
         return None
     kind = str(obj.get("type", "")).strip().lower()
     if kind not in EXTRACT_TYPES:
-        bump("bad_type")
+        _bump(counts, "bad_type")
         return None
     if kind == "all relevant":
         return "all"
@@ -511,15 +521,15 @@ def parse_extraction(reply: str, response: str, counts: dict | None = None):
     spans = []
     for q in quotes if isinstance(quotes, list) else []:
         if not isinstance(q, str) or not q or q not in response:
-            bump("quotes_not_found")
+            _bump(counts, "quotes_not_found")
             continue
-        bump("quotes_kept")
+        _bump(counts, "quotes_kept")
         start = response.find(q)
         while start >= 0:
             spans.append((start, start + len(q)))
             start = response.find(q, start + 1)
     if not spans:
-        bump("no_matching_quote")
+        _bump(counts, "no_matching_quote")
         return None
     return sorted(set(spans))
 
@@ -543,7 +553,7 @@ def extraction_labels(llm, prompts: list, responses: list, tokenizer, counts: di
                           source="extraction", spans=[] if parsed in ("all", "none") else parsed,
                           scope=editors.WHOLE if parsed == "all" else editors.SPAN)
         rows.append(row)
-        counts["kept"] = counts.get("kept", 0) + 1
+        _bump(counts, "kept")
     return rows
 
 
@@ -597,7 +607,7 @@ def encode_rows(tokenizer, rows: list, max_len: int = 512, counts: dict | None =
         input_ids, start = build_inputs(tokenizer, r["criterion"], ids, cache[r["criterion"]])
         if len(input_ids) > max_len:
             if counts is not None:
-                counts["truncated"] = counts.get("truncated", 0) + 1
+                _bump(counts, "truncated")
             input_ids = input_ids[:max_len]
             labels = labels[:max(0, max_len - start)]
         out.append({"input_ids": input_ids, "start": start, "labels": labels, "family": r.get("family", "?")})
@@ -815,13 +825,13 @@ def metrics_by_family(probs: list, labels: list, families: list, scopes: list | 
     return out
 
 
-def predict_rows(model, tokenizer, rows: list, batch_tokens: int = 16384) -> list:
+def predict_rows(model, tokenizer, rows: list, batch_tokens: int | None = None) -> list:
     """Relevance for each label row's tokens (same inputs as training, through score_pairs)."""
     pairs = [(r["criterion"], r.get("ids") or tokenize_response(tokenizer, r["text"])[0]) for r in rows]
     return [p.numpy() for p in score_pairs(model, tokenizer, pairs, batch_tokens)]
 
 
-def evaluate_rows(model, tokenizer, rows: list, batch_tokens: int = 16384) -> dict:
+def evaluate_rows(model, tokenizer, rows: list, batch_tokens: int | None = None) -> dict:
     probs = predict_rows(model, tokenizer, rows, batch_tokens)
     return metrics_by_family(probs, [r["labels"] for r in rows], [r["family"] for r in rows],
                              [r.get("scope", editors.SPAN) for r in rows])
@@ -843,7 +853,7 @@ def format_metrics(metrics: dict) -> str:
 
 # The CPU setting measured for the embedded default (README, "Discriminator"): a higher lr than the spec's 9e-6 and
 # only the top layers trained, so that labels + training fit in well under 30 minutes on 2 cores.
-CPU_DEFAULTS = dict(n_prompts=400, n_samples=128, max_new_tokens=48, lr=2e-4, epochs=2.0, keep_layers=12,
+CPU_DEFAULTS = dict(n_prompts=400, n_samples=128, max_new_tokens=48, lr=4e-4, epochs=2.0, keep_layers=12,
                     train_layers=6, batch_size=8)
 
 
@@ -871,6 +881,8 @@ def ensure_discriminator(policy_name: str, out_dir, *, backbone: str | None = No
         except json.JSONDecodeError:
             cfg = {}
         if cfg.get("rtt_head_trained") is True:
+            check_tokenizer(models.load_tokenizer(str(out)), models.load_tokenizer(policy_name),
+                            where=f"the discriminator in {out}")
             log(f"[discriminator] using the trained discriminator in {out}")
             return out
     backbone = backbone or models.DEFAULT_DISCRIMINATOR_BACKBONE.get(policy_name, policy_name)
@@ -1063,7 +1075,7 @@ def cmd_eval(args):
     if args.split != "all":
         rows = split_by_prompt(rows, args.eval_frac, args.seed)[0 if args.split == "train" else 1]
     t0 = time.perf_counter()
-    metrics = evaluate_rows(model, tok, rows, args.batch_tokens)
+    metrics = evaluate_rows(model, tok, rows, args.batch_tokens or None)
     print(f"{len(rows)} rows ({args.split} split) scored in {time.perf_counter() - t0:.1f} s")
     print(format_metrics(metrics))
     if args.json:
@@ -1160,7 +1172,8 @@ def main(argv=None):
     p.add_argument("--split", choices=["eval", "train", "all"], default="eval",
                    help="which side of the by-prompt split (same --eval-frac / --seed as train)")
     p.add_argument("--eval-frac", type=float, default=0.15)
-    p.add_argument("--batch-tokens", type=int, default=16384, help="padded tokens per inference batch")
+    p.add_argument("--batch-tokens", type=int, default=0, help="padded tokens per inference batch (0: 2048 on CPU, "
+                   "16384 on GPU)")
     p.add_argument("--json", default=None, help="also write the metrics here")
     p.set_defaults(fn=cmd_eval)
 

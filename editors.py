@@ -35,6 +35,8 @@ Everything here works on text; there is no tokenizer in this file. `check(instru
 is passed in (judge.run_checker bound to the prompt) so tests can inject it.
 """
 import difflib
+import hashlib
+import random
 import re
 from dataclasses import dataclass, field
 
@@ -131,12 +133,19 @@ FILLER_SENTENCES = [
     "Patience and care usually pay off in the end.",
 ]
 FILLER_WORDS = ["thing", "part", "item", "piece", "bit"]
-TITLE = "My Answer"
+KEYWORD_TEMPLATES = ["This part is about the {w}.", "I keep thinking about the {w}.", "The {w} matters here.",
+                     "Let us not forget the {w}.", "Everyone remembers the {w}.", "Here is a note on the {w}."]
+MULTI_TEMPLATES = ["We talk about {ws}.", "There is {ws} here.", "Think of {ws}.", "The list has {ws}."]
+NUMBER_TEMPLATES = ["It took {n} minutes.", "We counted {n} in total.", "About {n} people came.",
+                    "The room holds {n} chairs.", "There were {n} of them."]
+TITLES = ["My Answer", "Short Note", "Some Thoughts", "The Plan", "Notes For Today", "Quick Summary"]
 BULLET_ITEMS = ["Plan the main steps.", "Check the result.", "Share the outcome.", "Keep a short record.",
-                "Ask for feedback.", "Rest and review."]
+                "Ask for feedback.", "Rest and review.", "Start with the basics.", "Write down the goal.",
+                "Take small breaks."]
 PLACEHOLDERS = ["name", "date", "address", "city", "company", "phone"]
-POSTSCRIPT_TEXT = "I hope this helps."
-EMOJI = "\U0001F60A"  # smiling face
+POSTSCRIPT_TEXTS = ["I hope this helps.", "Thanks for reading.", "Let me know what you think.",
+                    "More details will follow soon."]
+EMOJIS = ["\U0001F60A", "\U0001F31F", "\U0001F389", "\U0001F44D", "\U0001F33F"]  # smile, star, party, thumbs, herb
 LETTER_WORDS = ["apple", "bright", "careful", "dream", "even", "friendly", "great", "house", "idea", "jolly",
                 "kind", "lively", "many", "number", "open", "people", "quiet", "river", "simple", "tree", "under",
                 "very", "water", "extra", "yellow", "zebra"]
@@ -194,15 +203,16 @@ def clean_base(text: str, max_words: int = 60, max_sentence_words: int = 25) -> 
 @dataclass
 class Doc:
     base: list = field(default_factory=list)      # sentences from the policy sample (the length fixes cut these)
-    extra: list = field(default_factory=list)     # sentences a constraint needs (keywords, numbers, placeholders)
+    extra: list = field(default_factory=list)     # (slot in [0, 1), sentence) a constraint needs; never cut
+    rng: random.Random = field(default_factory=random.Random)  # where things go: seeded per response by `repair`
     title: str | None = None
     paragraphs: int | None = None                 # join the body into this many ***-separated paragraphs
     bullets: list = field(default_factory=list)
-    highlights: int = 0                           # wrap the 2nd word of the first n sentences in *...*
-    sentence_keyword: tuple | None = None         # (word, n): put `word` into the n-th sentence
+    highlights: list = field(default_factory=list)  # one random number per *highlight*: which word of a sentence
+    sentence_keyword: tuple | None = None         # (word, n, r): put `word` into the n-th sentence, at place r
     postscript: str | None = None
     end_phrase: str | None = None
-    emoji: bool = False
+    emoji: int = 0                                # 0: none; 1 + index into EMOJIS of the first one
     no_comma: bool = False
     forbidden: list = field(default_factory=list)
     drop_letter: str | None = None                # replace the words that contain this letter
@@ -213,7 +223,35 @@ class Doc:
     quote: bool = False
 
     def body(self) -> list:
-        return self.base + self.extra
+        """Base sentences with the constraint sentences inserted at their slots (anywhere, not only at the end:
+        a discriminator trained on keywords that always sit in a last, templated sentence learns the template)."""
+        out = list(self.base)
+        for slot, sentence in self.extra:
+            out.insert(min(len(out), int(slot * (len(out) + 1))), sentence)
+        return out
+
+    def add(self, sentence: str) -> None:
+        self.extra.append((self.rng.random(), sentence))
+
+    def place(self, word: str) -> bool:
+        """Put `word` in place of a random ordinary word (not a sentence's first) of a random base sentence; that
+        sentence then stays (it moves to `extra`, at its old place). False when there is no such word."""
+        spots = [(i, j) for i, sent in enumerate(self.base) for j, w in enumerate(sent.split(" "))
+                 if j > 0 and len(w) >= 4 and w.isalpha() and w.islower()]
+        if not spots:
+            return False
+        i, j = self.rng.choice(spots)
+        words = self.base[i].split(" ")
+        words[j] = word
+        self.extra.append((i / max(len(self.base), 1), " ".join(words)))
+        del self.base[i]
+        return True
+
+    def place_or_add(self, word: str, template: str | None = None, p_place: float = 0.7) -> None:
+        """Usually `place` the word inside the policy's text, else add a template sentence with it."""
+        if self.rng.random() < p_place and self.place(word):
+            return
+        self.add((template or self.rng.choice(KEYWORD_TEMPLATES)).format(w=word))
 
 
 def _limit_occurrences(text: str, word: str, keep: int) -> str:
@@ -235,22 +273,32 @@ def render(doc: Doc) -> str:
     """Doc -> response text. The order matters (e.g. commas are removed after everything was added)."""
     body = list(doc.body())
     if doc.sentence_keyword:
-        word, n = doc.sentence_keyword
+        word, n, r = doc.sentence_keyword
         while len(body) < n:
             body.append(FILLER_SENTENCES[len(body) % len(FILLER_SENTENCES)])
         s = body[n - 1]
         if word.lower() not in s.lower():
-            body[n - 1] = s[:-1] + f" and {word}" + s[-1] if s[-1] in ".!?" else s + f" and {word}."
-    for i in range(min(doc.highlights, len(body))):  # never the first word: "*x* ..." at a line start is a bullet
+            words = s.split(" ")
+            spots = [j for j, w in enumerate(words) if j > 0 and len(w) >= 4 and w.isalpha() and w.islower()]
+            if spots:  # in place of an ordinary word of that sentence
+                words[spots[int(r * len(spots))]] = word
+                body[n - 1] = " ".join(words)
+            else:
+                body[n - 1] = s[:-1] + f" and {word}" + s[-1] if s[-1] in ".!?" else s + f" and {word}."
+    hl = 0
+    for i, r in enumerate(doc.highlights[:len(body)]):  # never a first word: "*x* ..." at a line start is a bullet
         words = body[i].split(" ")
-        if len(words) >= 3:
-            words[1] = f"*{words[1].strip('.!?')}*" + ("" if words[1][-1:] not in ".!?" else words[1][-1])
-        body[i] = " ".join(words)
-    extra_hl = doc.highlights - sum(1 for s in body[:doc.highlights] if "*" in s)
-    if extra_hl > 0 and body:  # too few sentences: highlight more words of the last one
-        words = body[-1].split(" ")
-        for j in range(2, min(len(words) - 1, 2 + 2 * extra_hl), 2):
+        spots = [j for j, w in enumerate(words) if j > 0 and w.isalpha()]
+        if spots:
+            j = spots[int(r * len(spots))]
             words[j] = f"*{words[j]}*"
+            hl += 1
+        body[i] = " ".join(words)
+    if hl < len(doc.highlights) and body:  # too few sentences: highlight more words of the last one
+        words = body[-1].split(" ")
+        for j in range(2, min(len(words) - 1, 2 + 2 * (len(doc.highlights) - hl)), 2):
+            if words[j].isalpha():
+                words[j] = f"*{words[j]}*"
         body[-1] = " ".join(words)
     n_par = max(1, doc.paragraphs or 1)
     groups, start = [], 0
@@ -277,7 +325,9 @@ def render(doc: Doc) -> str:
     if doc.end_phrase:
         text = text.rstrip() + " " + doc.end_phrase
     if doc.emoji:
-        text = _SENT_END.sub(r"\1 " + EMOJI, text)
+        k = int(doc.emoji) - 1  # emoji = 1 + index of the first emoji used (then the next ones, in turn)
+        ends = iter(range(10 ** 6))
+        text = _SENT_END.sub(lambda m: m.group(1) + " " + EMOJIS[(k + next(ends)) % len(EMOJIS)], text)
     if doc.caps_down:
         text = _WORD.sub(lambda m: m.group(0).lower() if m.group(0).isupper() else m.group(0), text)
     if doc.caps_up:
@@ -327,13 +377,12 @@ def _repair_step(doc: Doc, iid: str, kw: dict, ok) -> None:
     if iid == "keywords:existence":
         for w in kw["keywords"]:
             if not re.search(re.escape(w), text, flags=re.IGNORECASE):
-                doc.extra.append(f"This part is about {w}.")
+                doc.place_or_add(w)
     elif iid == "keywords:frequency":
         word, n = kw["keyword"], kw["frequency"]
         if kw["relation"] == "at least":
-            missing = n - _count(re.escape(word), text)
-            if missing > 0:
-                doc.extra.append("We talk about " + " and ".join([word] * missing) + ".")
+            for _ in range(n - _count(re.escape(word), text)):
+                doc.place_or_add(word)
         else:
             doc.keyword_limits[word] = n - 1
     elif iid == "keywords:forbidden_words":
@@ -343,12 +392,10 @@ def _repair_step(doc: Doc, iid: str, kw: dict, ok) -> None:
         if kw["let_relation"] == "at least":
             words = [w for w in LETTER_WORDS if letter in w] or [letter * 3]
             missing = n - text.lower().count(letter)
-            add = []
             while missing > 0:
-                w = words[len(add) % len(words)]
-                add.append(w)
+                w = doc.rng.choice(words)
+                doc.place_or_add(w, template="Some would call it {w}.")
                 missing -= w.count(letter)
-            doc.extra.append("Some words here are " + " and ".join(add) + ".")
         else:
             doc.drop_letter = letter
     elif iid in ("length_constraints:number_words", "length_constraints:number_sentences"):
@@ -361,18 +408,17 @@ def _repair_step(doc: Doc, iid: str, kw: dict, ok) -> None:
         while len(doc.body()) < doc.paragraphs:
             doc.base.append(FILLER_SENTENCES[len(doc.base) % len(FILLER_SENTENCES)])
     elif iid == "detectable_content:postscript":
-        doc.postscript = f"{kw['postscript_marker'].strip()} {POSTSCRIPT_TEXT}"
+        doc.postscript = f"{kw['postscript_marker'].strip()} {doc.rng.choice(POSTSCRIPT_TEXTS)}"
     elif iid == "detectable_content:number_placeholders":
         missing = kw["num_placeholders"] - len(re.findall(r"\[.*?\]", text))
-        if missing > 0:
-            names = [f"[{PLACEHOLDERS[i % len(PLACEHOLDERS)]}]" for i in range(missing)]
-            doc.extra.append("Please fill in " + " and ".join(names) + ".")
+        for i in range(max(missing, 0)):
+            doc.place_or_add(f"[{doc.rng.choice(PLACEHOLDERS)}]", template="Please fill in {w} here.", p_place=0.5)
     elif iid == "detectable_format:number_bullet_lists":
-        doc.bullets = [BULLET_ITEMS[i % len(BULLET_ITEMS)] for i in range(kw["num_bullets"])]
+        doc.bullets = doc.rng.sample(BULLET_ITEMS, min(kw["num_bullets"], len(BULLET_ITEMS)))
     elif iid == "detectable_format:number_highlighted_sections":
-        doc.highlights = kw["num_highlights"]
+        doc.highlights = [doc.rng.random() for _ in range(kw["num_highlights"])]
     elif iid == "detectable_format:title":
-        doc.title = TITLE
+        doc.title = doc.rng.choice(TITLES)
     elif iid == "startend:end_checker":
         doc.end_phrase = kw["end_phrase"].strip()
     elif iid == "startend:quotation":
@@ -395,18 +441,23 @@ def _repair_step(doc: Doc, iid: str, kw: dict, ok) -> None:
         words = [kw[f"keyword{i}"] for i in range(1, 6)]
         for w in words:
             doc.base = [re.sub(re.escape(w), "", s, flags=re.IGNORECASE) for s in doc.base]
-        doc.extra = [s for s in doc.extra if not any(w.lower() in s.lower() for w in words)]
+        doc.extra = [(r, s) for r, s in doc.extra if not any(w.lower() in s.lower() for w in words)]
         for w, n in zip(words, [1, 2, 3, 5, 7]):
-            doc.extra.append("We talk about " + " and ".join([w] * n) + ".")
+            together = 0
+            for _ in range(n):  # each occurrence: in the policy's text, or with the others in one sentence
+                if not (doc.rng.random() < 0.4 and doc.place(w)):
+                    together += 1
+            if together:
+                doc.add(doc.rng.choice(MULTI_TEMPLATES).format(ws=" and ".join([w] * together)))
     elif iid == "sentence:keyword":
-        doc.sentence_keyword = (kw["word"], kw["N"])
+        doc.sentence_keyword = (kw["word"], kw["N"], doc.rng.random())
     elif iid == "count:numbers":
         doc.base = [re.sub(r"\s*\d+", "", s) for s in doc.base]
-        n = kw["N"]
-        if n > 0:
-            doc.extra.append("The numbers are " + " and ".join(str(7 + 5 * i) for i in range(n)) + ".")
+        doc.extra = [(r, re.sub(r"\s*\d+", "", s)) for r, s in doc.extra]
+        for _ in range(kw["N"] - len(re.findall(r"\d+", render(doc)))):
+            doc.add(doc.rng.choice(NUMBER_TEMPLATES).format(n=doc.rng.randint(2, 99)))
     elif iid == "format:emoji":
-        doc.emoji = True
+        doc.emoji = 1 + doc.rng.randrange(len(EMOJIS))
     else:
         raise KeyError(f"no repair rule for {iid!r}")
 
@@ -424,14 +475,18 @@ REPAIR_ORDER = [
 ]
 
 
-def repair(base_sentences: list, items: list, check, passes: int = 3) -> str | None:
+def repair(base_sentences: list, items: list, check, passes: int = 3, seed: int | None = None) -> str | None:
     """A response meeting every constraint in `items` [(instruction_id, kwargs)], built around the base sentences.
 
-    Returns None when the checker still rejects some constraint after `passes` rounds (the caller counts it).
+    Where things go (which word a keyword replaces, which template, which emoji, ...) is random, seeded by `seed`
+    or, by default, by the base text and the constraints (same input, same response). Returns None when the checker
+    still rejects some constraint after `passes` rounds (the caller counts it).
     """
     order = {iid: i for i, iid in enumerate(REPAIR_ORDER)}
     items = sorted(items, key=lambda it: order.get(it[0], len(order)))
-    doc = Doc(base=list(base_sentences))
+    if seed is None:
+        seed = int(hashlib.md5(repr((base_sentences, items)).encode()).hexdigest()[:8], 16)
+    doc = Doc(base=list(base_sentences), rng=random.Random(seed))
     for _ in range(passes):
         for iid, kw in items:
             ok = (lambda d, iid=iid, kw=kw: check(iid, kw, render(d)))
@@ -504,13 +559,15 @@ def _edit_keyword_count_at_least(text, word, n):
 
 
 def _edit_add_word(text, word, times=1):
-    """Whole-scope helper: put `word` in place of `times` ordinary words, at a few different places."""
-    spans = _word_spans(text, lambda w: len(w) >= 4 and w.islower())
+    """Whole-scope helper: put `word` in place of `times` ordinary words, at a few different places (in the case
+    of the word it replaces, so that an all-capitals or all-lowercase response keeps its case)."""
+    spans = _word_spans(text, lambda w: len(w) >= 4 and (w.islower() or w.isupper()))
+    same_case = lambda m: word.upper() if m.isupper() else word.lower()  # noqa: E731
     out = []
     for start in (len(spans) // 2, 0, len(spans) - times):
         chosen = spans[max(start, 0):max(start, 0) + times]
         if len(chosen) == times:
-            out.append(_replace_spans(text, chosen, lambda m: word))
+            out.append(_replace_spans(text, chosen, same_case))
     return out
 
 
@@ -549,10 +606,13 @@ def _edit_length(text, grow_words: int = 0, shrink: bool = False):
             add.append(s)
             n += len(s.split())
         out.append(text[:cut] + " " + " ".join(add) + text[cut:])
-    if shrink:
+    if shrink:  # delete runs of whole sentences (never the first or the last), shortest runs first
         ends = [m.end() for m in _SENT_END.finditer(text)]
-        for k in range(1, len(ends) - 1):  # delete sentences 2..k+1 (never the first one or the last one)
-            out.append(text[:ends[0]] + text[ends[k]:])
+        for size in range(1, len(ends) - 1):
+            for i in range(1, len(ends) - size):
+                out.append(text[:ends[i - 1]] + text[ends[i + size - 1]:])
+                if len(out) >= 200:
+                    return out
     return out
 
 
@@ -572,8 +632,8 @@ def _edit_word_count_range(text, kw):
 
 
 def _edit_number_sentences(text, kw):
-    if kw["relation"] == "less than":
-        return _edit_length(text, grow_words=4 * kw["num_sentences"])
+    if kw["relation"] == "less than":  # filler sentences have ~8 words: this adds about num_sentences of them
+        return _edit_length(text, grow_words=8 * kw["num_sentences"])
     return _edit_length(text, shrink=True)
 
 

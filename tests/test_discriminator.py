@@ -354,3 +354,15 @@ def test_reuse_samples_and_split_keep_a_base_sample_on_one_side():
     rows = [{"prompt_id": f"p{pi}", "base_prompt_id": f"p{src % 7}"} for pi, src in enumerate(range(200))]
     train, ev = D.split_by_prompt(rows, 0.3, seed=0)
     assert {r["base_prompt_id"] for r in train}.isdisjoint({r["base_prompt_id"] for r in ev})
+
+
+def test_ensure_returns_an_existing_discriminator_after_checking_its_vocabulary(tiny_tok, tmp_path):
+    from tiny import tiny_causal_lm, tiny_token_classifier, tiny_tokenizer
+    path = D.save_discriminator(tiny_token_classifier(tiny_tok), tiny_tok, tmp_path / "disc")
+    assert D.ensure_discriminator(str(path), path, log=lambda *a: None) == path     # no labelling, no training
+    other = tiny_tokenizer()
+    other.add_tokens(["<extra_token>"])
+    tiny_causal_lm(other).save_pretrained(tmp_path / "other")                        # a policy with another vocab
+    other.save_pretrained(tmp_path / "other")
+    with pytest.raises(D.DiscriminatorError):
+        D.ensure_discriminator(str(tmp_path / "other"), path, log=lambda *a: None)

@@ -143,3 +143,13 @@ def test_bundled_prompts_repair_rate(check):
                 verdicts = [check(i, kw, edited) for i, kw in items]
                 assert verdicts == [j != k for j in range(len(items))]
     assert repaired >= 36
+
+
+@pytest.mark.parametrize("fam,kw", [("keywords:forbidden_words", KWARGS["keywords:forbidden_words"]),
+                                    ("keywords:letter_frequency", LESS_THAN["keywords:letter_frequency"]),
+                                    ("keywords:frequency", LESS_THAN["keywords:frequency"])])
+def test_whole_scope_edits_keep_an_all_capitals_response_in_capitals(check, fam, kw):
+    items = [(fam, kw), ("change_case:english_capital", {})]
+    text = editors.repair(BASE, items, check)
+    res = editors.violating_edits(text, items, 0, check)
+    assert res.edits and all(check("change_case:english_capital", {}, e) for e in res.edits)
