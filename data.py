@@ -47,6 +47,22 @@ class DataError(ValueError):
         super().__init__(f"{file}:{line}: field {field!r}: {message}")
 
 
+def iter_jsonl(path):
+    """(line number, JSON object) for each non-blank line of a JSONL file; DataError names the line otherwise.
+    Every JSONL reader of the project goes through here (data, judge, discriminator, evaluate)."""
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(path, lineno, "<json>", f"malformed JSON: {e}") from None
+            if not isinstance(row, dict):
+                raise DataError(path, lineno, "<json>", f"expected a JSON object, got {type(row).__name__}")
+            yield lineno, row
+
+
 @dataclass
 class RubricItem:
     description: str            # natural-language constraint: what the discriminator and the LLM judge read
@@ -111,21 +127,12 @@ def load_rubric_jsonl(path, max_constraints: int = MAX_CONSTRAINTS, llm_judge: b
     """
     path = Path(path)
     out, seen = [], set()
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(path, lineno, "<json>", f"malformed JSON: {e}") from None
-            if not isinstance(row, dict):
-                raise DataError(path, lineno, "<json>", f"expected a JSON object, got {type(row).__name__}")
-            p = parse_row(row, path, lineno, max_constraints, llm_judge, check_kwargs)
-            if p.id in seen:
-                raise DataError(path, lineno, "id", f"duplicate id {p.id!r}")
-            seen.add(p.id)
-            out.append(p)
+    for lineno, row in iter_jsonl(path):
+        p = parse_row(row, path, lineno, max_constraints, llm_judge, check_kwargs)
+        if p.id in seen:
+            raise DataError(path, lineno, "id", f"duplicate id {p.id!r}")
+        seen.add(p.id)
+        out.append(p)
     return out
 
 

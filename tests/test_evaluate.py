@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import evaluate
+import nltk_assets
 
 FIX = Path(__file__).parent / "fixtures"
 ROWS = FIX / "eval_ifeval_mini.jsonl"            # 8 hand-made prompts, IFEval + one IFBench instruction
@@ -117,7 +118,7 @@ def _fake_wheel(tmp_path, monkeypatch, rows_file):
     whl.parent.mkdir(parents=True)
     with zipfile.ZipFile(whl, "w") as z:
         z.writestr(evaluate.WHEEL_FILES["ifbench"], rows_file.read_text())
-    monkeypatch.setattr(evaluate, "WHEEL", evaluate.WHEEL[:3] + (evaluate._sha256(whl),))
+    monkeypatch.setattr(evaluate, "WHEEL", evaluate.WHEEL[:3] + (nltk_assets.sha256_file(whl),))
 
 
 def test_ifbench_from_the_wheel(tmp_path, monkeypatch):
@@ -129,7 +130,7 @@ def test_ifbench_from_the_wheel(tmp_path, monkeypatch):
 
 def test_failed_download_says_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setenv("RTT_CACHE", str(tmp_path))
-    monkeypatch.setattr(evaluate.subprocess, "run",
+    monkeypatch.setattr(nltk_assets.subprocess, "run",
                         lambda *a, **k: subprocess.CompletedProcess(a, 1, "", "ERROR: No matching distribution"))
     with pytest.raises(evaluate.EvalDataError) as e:
         evaluate.load_bench("ifbench")
