@@ -6,7 +6,7 @@ prints, as JSON and as a table, the mean time per phase over the measured steps 
 left out when there are more), new tokens/s, peak memory (RSS on CPU, max_memory_allocated on GPU), and each phase's
 share of the step. It checks the target of the project: judge + discriminator <= 15 % of the step time.
 
-    python bench.py                              # the embedded default on CPU (P=4, G=8, 128 new tokens)
+    python bench.py                              # the embedded default on CPU (P=2, G=8, 64 new tokens)
     python bench.py --config qwen1.5b-gpu        # Qwen2.5-1.5B-Instruct on one GPU (P=8, G=8, 1024 new tokens)
     python bench.py --steps 5 -- --max-new-tokens 256     # anything after -- goes to train.py as is
 """
@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 
 CONFIGS = {
-    "cpu-default": ["--model", "smollm2-135m", "--prompts-per-step", "4", "--group-size", "8",
-                    "--max-new-tokens", "128", "--device", "cpu"],
+    "cpu-default": ["--model", "smollm2-135m", "--prompts-per-step", "2", "--group-size", "8",
+                    "--max-new-tokens", "64", "--device", "cpu"],  # = what `python train.py` runs on a CPU
     "qwen1.5b-gpu": ["--model", "Qwen2.5-1.5B", "--prompts-per-step", "8", "--group-size", "8",
                      "--max-new-tokens", "1024", "--micro-batch-tokens", "32768"],
 }

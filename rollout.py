@@ -141,13 +141,14 @@ def generate_rollout(model, tokenizer, messages_list: list, group_size: int = 8,
                    new_tokens=int(response_mask.sum()), seconds=seconds)
 
 
-def add_sampling_args(parser: argparse.ArgumentParser) -> None:
+def add_sampling_args(parser: argparse.ArgumentParser, max_new_tokens: int | None = 256,
+                      max_new_tokens_help: str = "small default for CPU") -> None:
     """Sampling flags shared by rollout.py and train.py (spec §8 defaults)."""
     parser.add_argument("--temperature", type=float, default=0.99, help="sampling temperature (paper: 0.99; 0 = greedy)")
     parser.add_argument("--top-p", type=float, default=0.99, help="nucleus sampling top-p (paper: 0.99)")
     parser.add_argument("--top-k", type=int, default=100, help="top-k sampling (paper: 100)")
-    parser.add_argument("--max-new-tokens", type=int, default=256,
-                        help="response length limit in tokens (paper: 4096; small default for CPU)")
+    parser.add_argument("--max-new-tokens", type=int, default=max_new_tokens,
+                        help=f"response length limit in tokens (paper: 4096; {max_new_tokens_help})")
     parser.add_argument("--max-prompt-tokens", type=int, default=2048,
                         help="prompts longer than this are skipped and counted (paper: 2048)")
 
