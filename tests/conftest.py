@@ -34,6 +34,18 @@ def tiny_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_disc_dir(tmp_path_factory, tiny_tok):
+    """A saved discriminator folder for the tiny policy (untrained head, marked trained so train.py takes it)."""
+    from tiny import tiny_token_classifier
+    path = tmp_path_factory.mktemp("disc") / "tiny-disc"
+    disc = tiny_token_classifier(tiny_tok)
+    disc.config.rtt_head_trained = True      # what discriminator.py sets after training
+    disc.save_pretrained(path)
+    tiny_tok.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def smol():
     """(model, tokenizer) of the embedded default, loaded once per test session."""
     import models

@@ -24,17 +24,11 @@ def test_summary_leaves_out_the_warmup_step_and_checks_the_target():
     assert "| generate | 4.00 | 40.0 % |" in bench.table(s)
 
 
-def test_bench_runs_on_the_tiny_model(tmp_path, tiny_dir):
-    from tiny import tiny_token_classifier, tiny_tokenizer
-    disc = tmp_path / "disc"
-    model = tiny_token_classifier(tiny_tokenizer())
-    model.config.rtt_head_trained = True
-    model.save_pretrained(disc)
-    tiny_tokenizer().save_pretrained(disc)
+def test_bench_runs_on_the_tiny_model(tmp_path, tiny_dir, tiny_disc_dir):
     data = str(ROOT / "tests" / "fixtures" / "rubrics_tiny.jsonl")
     out = tmp_path / "bench.json"
     proc = subprocess.run([sys.executable, "bench.py", "--steps", "2", "--json", str(out), "--",
-                           "--model", str(tiny_dir), "--discriminator", str(disc), "--train-data", data,
+                           "--model", str(tiny_dir), "--discriminator", str(tiny_disc_dir), "--train-data", data,
                            "--eval-data", data, "--prompts-per-step", "2", "--group-size", "2",
                            "--max-new-tokens", "8"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -93,17 +93,6 @@ def test_response_logprobs_left_padding_matches_single_rows(tiny_lm, tiny_tok):
 
 # --- the script -----------------------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def tiny_disc(tmp_path_factory, tiny_tok):
-    from tiny import tiny_token_classifier
-    path = tmp_path_factory.mktemp("disc") / "tiny-disc"
-    disc = tiny_token_classifier(tiny_tok)
-    disc.config.rtt_head_trained = True      # what discriminator.py sets after training
-    disc.save_pretrained(path)
-    tiny_tok.save_pretrained(path)
-    return path
-
-
 def run(tmp_path, tiny_dir, *extra, name="run"):
     out = tmp_path / name
     train.main(["--model", str(tiny_dir), "--train-data", DATA, "--eval-data", DATA, "--eval-prompts", "2",
@@ -127,8 +116,8 @@ def metrics(out):
     ["--algo", "grpo", "--kl", "0.1"],
     ["--algo", "rtt", "--lora", "4", "--kl", "0.1"],
 ])
-def test_one_step_of_each_variant(tmp_path, tiny_dir, tiny_disc, variant):
-    out = run(tmp_path, tiny_dir, "--steps", "1", "--discriminator", str(tiny_disc), *variant)
+def test_one_step_of_each_variant(tmp_path, tiny_dir, tiny_disc_dir, variant):
+    out = run(tmp_path, tiny_dir, "--steps", "1", "--discriminator", str(tiny_disc_dir), *variant)
     rows = metrics(out)
     step = [r for r in rows if r["kind"] == "train"]
     assert len(step) == 1 and step[0]["step"] == 1
@@ -145,9 +134,9 @@ def test_one_step_of_each_variant(tmp_path, tiny_dir, tiny_disc, variant):
         assert step[0]["kl"] >= 0.0
 
 
-def test_resume_gives_the_same_weights(tmp_path, tiny_dir, tiny_disc):
+def test_resume_gives_the_same_weights(tmp_path, tiny_dir, tiny_disc_dir):
     from safetensors.torch import load_file
-    common = ["--steps", "4", "--discriminator", str(tiny_disc), "--save-every", "100", "--eval-prompts", "0"]
+    common = ["--steps", "4", "--discriminator", str(tiny_disc_dir), "--save-every", "100", "--eval-prompts", "0"]
     a = run(tmp_path, tiny_dir, *common, name="one-go")
     b = run(tmp_path, tiny_dir, *common, "--stop-after", "2", name="two-parts")
     assert (b / "checkpoints" / "latest").read_text() == "step_000002"
@@ -188,7 +177,7 @@ def test_misconfiguration_errors_come_before_any_work(tmp_path, tiny_dir, tiny_t
         train.main(["--model", str(tiny_dir), "--train-data", str(bad)])
 
 
-def test_script_help_and_subprocess_smoke(tmp_path, tiny_dir, tiny_disc):
+def test_script_help_and_subprocess_smoke(tmp_path, tiny_dir, tiny_disc_dir):
     helptext = subprocess.run([sys.executable, "train.py", "--help"], cwd=ROOT, capture_output=True, text=True).stdout
     for flag in ("--algo", "--union", "--norm", "--combine", "--token-weight", "--relevance", "--reference-quirks",
                  "--group-size", "--prompts-per-step", "--max-new-tokens", "--lr", "--steps", "--seed", "--kl",
@@ -198,7 +187,7 @@ def test_script_help_and_subprocess_smoke(tmp_path, tiny_dir, tiny_disc):
     out = tmp_path / "sub"
     proc = subprocess.run([sys.executable, "train.py", "--model", str(tiny_dir), "--train-data", DATA,
                            "--eval-data", DATA, "--eval-prompts", "2", "--prompts-per-step", "2", "--group-size", "2",
-                           "--max-new-tokens", "8", "--steps", "2", "--discriminator", str(tiny_disc),
+                           "--max-new-tokens", "8", "--steps", "2", "--discriminator", str(tiny_disc_dir),
                            "--out", str(out), "--no-progress"], cwd=ROOT, capture_output=True, text=True,
                           timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -1,0 +1,200 @@
+"""
+Experiment: does RTT beat response-level GRPO here? Five variants at equal steps and samples, on the embedded default.
+
+    python experiments/variants.py                          # seed 42, one job at a time
+    python experiments/variants.py --seeds 1 2 3 --parallel 2 --threads 1   # 3 seeds, two jobs at once
+    python experiments/variants.py --only grpo-aon rtt-intra -- --steps 20  # after --: passed to train.py as is
+    python experiments/variants.py --dry-run                # print the commands, run nothing
+
+Every run is `python train.py` with the same settings (train.py's defaults for the device: on a CPU P=2 prompts,
+G=8, 64 new tokens, 5 steps, lr 1e-5) and only the algorithm flags below differing. Then the base model and each
+final policy are scored with `evaluate.py --bench heldout` (greedy, the same token cap as training) on the first
+--limit prompts of data/heldout.jsonl, which shares no prompt with the training set. Results: OUT/results.md (mean ±
+std over seeds, the exact command of each row), OUT/results.json, OUT/curves.png (training reward per step).
+
+Runs and evaluations that already finished are not redone, so a killed experiment continues where it stopped.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+VARIANTS = {  # name -> train.py flags; everything else is the same for all five
+    "grpo-aon": ["--algo", "grpo", "--union", "aon"],
+    "grpo-csr": ["--algo", "grpo", "--union", "csr"],
+    "rtt-intra": ["--algo", "rtt", "--norm", "intra"],
+    "rtt-inter": ["--algo", "rtt", "--norm", "inter"],
+    "rtt-random": ["--algo", "rtt", "--norm", "intra", "--relevance", "random"],
+}
+METRICS = ("all_constraints_met_rate", "constraint_rate")
+
+
+def run(cmd: list, log: Path) -> float:
+    """Run cmd with stdout+stderr to log; seconds taken. A failure stops the experiment with the log's tail."""
+    t0 = time.perf_counter()
+    with open(log, "w") as f:
+        done = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        tail = log.read_text(errors="replace").splitlines()[-15:]
+        raise SystemExit(f"[variants] failed (exit {done.returncode}): {' '.join(cmd)}\n  " + "\n  ".join(tail))
+    return time.perf_counter() - t0
+
+
+def final_checkpoint(run_dir: Path) -> Path | None:
+    latest = run_dir / "checkpoints" / "latest"
+    return run_dir / "checkpoints" / latest.read_text().strip() if latest.exists() else None
+
+
+def finished(run_dir: Path) -> bool:
+    """A run is done when its metrics hold as many train steps as its config asked for."""
+    cfg, metrics = run_dir / "config.json", run_dir / "metrics.jsonl"
+    if not (cfg.exists() and metrics.exists() and final_checkpoint(run_dir)):
+        return False
+    want = json.loads(cfg.read_text())["steps"]
+    got = sum(1 for line in metrics.read_text().splitlines() if '"kind": "train"' in line)
+    return got >= want
+
+
+def summarise(out: Path, names: list, seeds: list, commands: dict) -> dict:
+    """Mean ± std over seeds of the held-out metrics of each variant (and the base model), with the commands."""
+    res = {}
+    base = json.loads((out / "eval" / "base" / "metrics.json").read_text())
+    res["base"] = {k: {"mean": base[k], "std": 0.0, "n": 1} for k in METRICS}
+    res["base"]["command"] = commands["base"]
+    for name in names:
+        vals = {k: [] for k in METRICS}
+        rewards = []
+        for s in seeds:
+            m = json.loads((out / "eval" / f"{name}-seed{s}" / "metrics.json").read_text())
+            for k in METRICS:
+                vals[k].append(m[k])
+            rows = [json.loads(l) for l in (out / f"{name}-seed{s}" / "metrics.jsonl").read_text().splitlines()]
+            rewards.append(np.mean([r["reward"] for r in rows if r.get("kind") == "train"]))
+        res[name] = {k: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
+                         "n": len(v)} for k, v in vals.items()}
+        res[name]["train_reward_mean"] = float(np.mean(rewards))
+        res[name]["command"] = commands[name]
+    return res
+
+
+def markdown(res: dict, n_prompts: int) -> str:
+    lines = [f"Held-out rubric split, first {n_prompts} prompts, greedy. Mean ± std over seeds (n = seeds).", "",
+             "| variant | all constraints met % | constraints met % | n | mean train reward | command |",
+             "|---|---:|---:|---:|---:|---|"]
+    for name, r in res.items():
+        a, c = r["all_constraints_met_rate"], r["constraint_rate"]
+        tr = f"{r['train_reward_mean']:.3f}" if "train_reward_mean" in r else "-"
+        lines.append(f"| {name} | {100 * a['mean']:.1f} ± {100 * a['std']:.1f} | {100 * c['mean']:.1f} ± "
+                     f"{100 * c['std']:.1f} | {a['n']} | {tr} | `{r['command']}` |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(out: Path, names: list, seeds: list) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    for name in names:
+        for i, s in enumerate(seeds):
+            rows = [json.loads(l) for l in (out / f"{name}-seed{s}" / "metrics.jsonl").read_text().splitlines()]
+            rows = [r for r in rows if r.get("kind") == "train"]
+            steps = [r["step"] for r in rows]
+            for ax, key in zip(axes, ("reward", "csr_pass")):
+                ax.plot(steps, [r[key] for r in rows], marker="o", alpha=0.8,
+                        color=f"C{names.index(name)}", label=name if i == 0 else None)
+    for ax, title in zip(axes, ("training reward of the run's own union (AON or CSR)", "constraints met (CSR)")):
+        ax.set_title(title, fontsize=10), ax.set_xlabel("step"), ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    path = out / "curves.png"
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[:argv.index("--")] if "--" in argv else argv
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
+    ap.add_argument("--seeds", type=int, nargs="+", default=[42], help="training seeds (paper: 42)")
+    ap.add_argument("--only", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS), help="variants to run")
+    ap.add_argument("--model", default="smollm2-135m", help="policy for every variant")
+    ap.add_argument("--out", default="runs/variants", help="experiment folder")
+    ap.add_argument("--limit", type=int, default=100, help="held-out prompts to evaluate on")
+    ap.add_argument("--eval-tokens", type=int, default=64, help="max new tokens at evaluation (train.py's CPU default)")
+    ap.add_argument("--parallel", type=int, default=1, help="jobs at once")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads per job (0: torch's default)")
+    ap.add_argument("--dry-run", action="store_true", help="print the commands and exit")
+    args = ap.parse_args(argv)
+    out = ROOT / args.out
+    py = sys.executable
+    threads = ["--threads", str(args.threads)] if args.threads else []
+
+    train_jobs, commands = [], {}
+    for name in args.only:
+        flags = ["--model", args.model, *VARIANTS[name], *extra]
+        commands[name] = "python train.py " + " ".join(flags) + " --seed S"
+        for s in args.seeds:
+            run_dir = out / f"{name}-seed{s}"
+            cmd = [py, "train.py", *flags, "--seed", str(s), "--out", str(run_dir), "--eval-prompts", "0",
+                   "--no-progress", *threads]
+            train_jobs.append((f"{name}-seed{s}", run_dir, cmd))
+    eval_cmd = lambda model, d: [py, "evaluate.py", "--model", str(model), "--bench", "heldout",  # noqa: E731
+                                 "--limit", str(args.limit), "--max-new-tokens", str(args.eval_tokens),
+                                 "--out", str(d), *threads]
+    commands["base"] = (f"python evaluate.py --model {args.model} --bench heldout --limit {args.limit} "
+                        f"--max-new-tokens {args.eval_tokens}")
+    if args.dry_run:
+        for _, _, cmd in train_jobs:
+            print(" ".join(cmd[1:]))
+        print(commands["base"] + "   (and the same for each run's final checkpoint)")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+
+    def train_one(job):
+        label, run_dir, cmd = job
+        if finished(run_dir):
+            print(f"[variants] {label}: already done", flush=True)
+            return
+        print(f"[variants] {label}: training ...", flush=True)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if (run_dir / "checkpoints" / "latest").exists():
+            cmd = [*cmd, "--resume", str(run_dir)]
+        sec = run(cmd, out / f"{label}.train.log")
+        print(f"[variants] {label}: trained in {sec / 60:.1f} min", flush=True)
+
+    def eval_one(job):
+        label, model = job
+        d = out / "eval" / label
+        if (d / "metrics.json").exists():
+            print(f"[variants] eval {label}: already done", flush=True)
+            return
+        d.mkdir(parents=True, exist_ok=True)
+        sec = run(eval_cmd(model, d), out / f"{label}.eval.log")
+        m = json.loads((d / "metrics.json").read_text())
+        print(f"[variants] eval {label}: all met {100 * m['all_constraints_met_rate']:.1f} %, constraints met "
+              f"{100 * m['constraint_rate']:.1f} % ({sec / 60:.1f} min)", flush=True)
+
+    with ThreadPoolExecutor(args.parallel) as pool:
+        list(pool.map(train_one, train_jobs))
+        evals = [("base", args.model)] + [(label, final_checkpoint(d)) for label, d, _ in train_jobs]
+        list(pool.map(eval_one, evals))
+
+    res = summarise(out, args.only, args.seeds, commands)
+    md = markdown(res, args.limit)
+    (out / "results.json").write_text(json.dumps(res, indent=1) + "\n")
+    (out / "results.md").write_text(md)
+    print(md)
+    print(f"[variants] wrote {out / 'results.md'}, {out / 'results.json'}, {plot(out, args.only, args.seeds)}")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    main()

@@ -1,0 +1,54 @@
+"""experiments/variants.py: the summary arithmetic on literal files, and the whole experiment on the tiny model."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "experiments"))
+import variants  # noqa: E402
+
+DATA = str(ROOT / "tests" / "fixtures" / "rubrics_tiny.jsonl")
+
+
+def _write_run(out: Path, label: str, rewards: list, all_met: float, met: float):
+    (out / label).mkdir(parents=True)
+    (out / label / "metrics.jsonl").write_text("".join(
+        json.dumps({"kind": "train", "step": i + 1, "reward": r, "csr_pass": r}) + "\n" for i, r in enumerate(rewards)))
+    (out / "eval" / label).mkdir(parents=True)
+    (out / "eval" / label / "metrics.json").write_text(json.dumps({"all_constraints_met_rate": all_met,
+                                                                   "constraint_rate": met}))
+
+
+def test_summary_is_mean_and_sample_std_over_seeds(tmp_path):
+    (tmp_path / "eval" / "base").mkdir(parents=True)
+    (tmp_path / "eval" / "base" / "metrics.json").write_text(json.dumps({"all_constraints_met_rate": 0.1,
+                                                                        "constraint_rate": 0.3}))
+    _write_run(tmp_path, "grpo-aon-seed1", [0.0, 0.5], 0.2, 0.4)
+    _write_run(tmp_path, "grpo-aon-seed2", [0.5, 1.0], 0.4, 0.6)
+    res = variants.summarise(tmp_path, ["grpo-aon"], [1, 2], {"base": "b", "grpo-aon": "g"})
+    a = res["grpo-aon"]["all_constraints_met_rate"]
+    assert a["mean"] == pytest.approx(0.3) and a["std"] == pytest.approx(0.1414, abs=1e-4) and a["n"] == 2
+    assert res["grpo-aon"]["train_reward_mean"] == pytest.approx(0.5)
+    assert res["base"]["constraint_rate"]["mean"] == 0.3
+    md = variants.markdown(res, 100)
+    assert "| grpo-aon | 30.0 ± 14.1 | 50.0 ± 14.1 | 2 | 0.500 | `g` |" in md
+    assert "| base | 10.0 ± 0.0 | 30.0 ± 0.0 | 1 | - | `b` |" in md
+
+
+def test_experiment_end_to_end_on_the_tiny_model(tmp_path, tiny_dir, tiny_disc_dir):
+    out = tmp_path / "exp"
+    cmd = [sys.executable, "experiments/variants.py", "--model", str(tiny_dir), "--only", "grpo-aon", "rtt-random",
+           "--limit", "2", "--eval-tokens", "4", "--out", str(out), "--", "--train-data", DATA,
+           "--prompts-per-step", "2", "--group-size", "2", "--max-new-tokens", "8", "--steps", "1",
+           "--discriminator", str(tiny_disc_dir)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    res = json.loads((out / "results.json").read_text())
+    assert set(res) == {"base", "grpo-aon", "rtt-random"}
+    assert "--relevance random" in res["rtt-random"]["command"]
+    assert (out / "curves.png").stat().st_size > 0 and "| rtt-random |" in (out / "results.md").read_text()
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)   # nothing is redone
+    assert again.returncode == 0 and again.stdout.count("already done") == 5   # 2 runs, base + 2 evaluations
