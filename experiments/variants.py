@@ -4,6 +4,7 @@ Experiment: does RTT beat response-level GRPO here? Five variants at equal steps
     python experiments/variants.py                          # seed 42, one job at a time
     python experiments/variants.py --seeds 1 2 3 --parallel 2 --threads 1   # 3 seeds, two jobs at once
     python experiments/variants.py --only grpo-aon rtt-intra -- --steps 20  # after --: passed to train.py as is
+    python experiments/variants.py --ifeval 100             # also IFEval's first 100 prompts for every policy
     python experiments/variants.py --dry-run                # print the commands, run nothing
 
 Every run is `python train.py` with the same settings (train.py's defaults for the device: on a CPU P=2 prompts,
@@ -11,6 +12,7 @@ G=8, 64 new tokens, 5 steps, lr 1e-5) and only the algorithm flags below differi
 final policy are scored with `evaluate.py --bench heldout` (greedy, the same token cap as training) on the first
 --limit prompts of data/heldout.jsonl, which shares no prompt with the training set. Results: OUT/results.md (mean ±
 std over seeds, the exact command of each row), OUT/results.json, OUT/curves.png (training reward per step).
+With --ifeval N, every policy is also scored on IFEval's first N prompts (same greedy decoding and token cap).
 
 Runs and evaluations that already finished are not redone, so a killed experiment continues where it stopped.
 """
@@ -34,6 +36,7 @@ VARIANTS = {  # name -> train.py flags; everything else is the same for all five
     "rtt-random": ["--algo", "rtt", "--norm", "intra", "--relevance", "random"],
 }
 METRICS = ("all_constraints_met_rate", "constraint_rate")
+IFEVAL_METRICS = ("prompt_level_strict_acc", "inst_level_strict_acc")
 
 
 def run(cmd: list, log: Path) -> float:
@@ -64,17 +67,25 @@ def finished(run_dir: Path) -> bool:
 
 def summarise(out: Path, names: list, seeds: list, commands: dict) -> dict:
     """Mean ± std over seeds of the held-out metrics of each variant (and the base model), with the commands."""
+    def metrics(label: str) -> dict:  # held-out metrics, plus IFEval's where that evaluation was run
+        m = json.loads((out / "eval" / label / "metrics.json").read_text())
+        m = {k: m[k] for k in METRICS}
+        f = out / "eval-ifeval" / label / "metrics.json"
+        if f.exists():
+            ife = json.loads(f.read_text())
+            m.update({f"ifeval_{k}": ife[k] for k in IFEVAL_METRICS})
+        return m
+
     res = {}
-    base = json.loads((out / "eval" / "base" / "metrics.json").read_text())
-    res["base"] = {k: {"mean": base[k], "std": 0.0, "n": 1} for k in METRICS}
+    base = metrics("base")
+    res["base"] = {k: {"mean": v, "std": 0.0, "n": 1} for k, v in base.items()}
     res["base"]["command"] = commands["base"]
     for name in names:
-        vals = {k: [] for k in METRICS}
+        vals = {}
         rewards = []
         for s in seeds:
-            m = json.loads((out / "eval" / f"{name}-seed{s}" / "metrics.json").read_text())
-            for k in METRICS:
-                vals[k].append(m[k])
+            for k, v in metrics(f"{name}-seed{s}").items():
+                vals.setdefault(k, []).append(v)
             rows = [json.loads(l) for l in (out / f"{name}-seed{s}" / "metrics.jsonl").read_text().splitlines()]
             rewards.append(np.mean([r["reward"] for r in rows if r.get("kind") == "train"]))
         res[name] = {k: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
@@ -84,15 +95,20 @@ def summarise(out: Path, names: list, seeds: list, commands: dict) -> dict:
     return res
 
 
-def markdown(res: dict, n_prompts: int) -> str:
-    lines = [f"Held-out rubric split, first {n_prompts} prompts, greedy. Mean ± std over seeds (n = seeds).", "",
-             "| variant | all constraints met % | constraints met % | n | mean train reward | command |",
-             "|---|---:|---:|---:|---:|---|"]
+def markdown(res: dict, n_prompts: int, n_ifeval: int = 0) -> str:
+    ife = n_ifeval and all(f"ifeval_{k}" in r for r in res.values() for k in IFEVAL_METRICS)
+    cols = [("all_constraints_met_rate", "held-out: all constraints met %"), ("constraint_rate", "constraints met %")]
+    cols += [(f"ifeval_{k}", f"IFEval {k.replace('_acc', '').replace('_level', '').replace('_', ' ')} %")
+             for k in IFEVAL_METRICS] if ife else []
+    lines = [f"Held-out rubric split, first {n_prompts} prompts" + (f"; IFEval, first {n_ifeval} prompts" if ife else "")
+             + "; greedy. Mean ± std over seeds (n = seeds).", "",
+             "| variant | " + " | ".join(c for _, c in cols) + " | n | mean train reward | command |",
+             "|---|" + "---:|" * (len(cols) + 2) + "---|"]
+    pm = lambda v: f"{100 * v['mean']:.1f} ± {100 * v['std']:.1f}"  # noqa: E731
     for name, r in res.items():
-        a, c = r["all_constraints_met_rate"], r["constraint_rate"]
         tr = f"{r['train_reward_mean']:.3f}" if "train_reward_mean" in r else "-"
-        lines.append(f"| {name} | {100 * a['mean']:.1f} ± {100 * a['std']:.1f} | {100 * c['mean']:.1f} ± "
-                     f"{100 * c['std']:.1f} | {a['n']} | {tr} | `{r['command']}` |")
+        lines.append(f"| {name} | " + " | ".join(pm(r[k]) for k, _ in cols)
+                     + f" | {r[METRICS[0]]['n']} | {tr} | `{r['command']}` |")
     return "\n".join(lines) + "\n"
 
 
@@ -129,6 +145,8 @@ def main(argv=None):
     ap.add_argument("--out", default="runs/variants", help="experiment folder")
     ap.add_argument("--limit", type=int, default=100, help="held-out prompts to evaluate on")
     ap.add_argument("--eval-tokens", type=int, default=64, help="max new tokens at evaluation (train.py's CPU default)")
+    ap.add_argument("--ifeval", type=int, default=0, metavar="N", help="also score IFEval's first N prompts (0: no)")
+    ap.add_argument("--ifeval-data", default=None, help="IFEval JSONL for evaluate.py --data (default: its own lookup)")
     ap.add_argument("--parallel", type=int, default=1, help="jobs at once")
     ap.add_argument("--threads", type=int, default=0, help="torch threads per job (0: torch's default)")
     ap.add_argument("--dry-run", action="store_true", help="print the commands and exit")
@@ -146,11 +164,14 @@ def main(argv=None):
             cmd = [py, "train.py", *flags, "--seed", str(s), "--out", str(run_dir), "--eval-prompts", "0",
                    "--no-progress", *threads]
             train_jobs.append((f"{name}-seed{s}", run_dir, cmd))
-    eval_cmd = lambda model, d: [py, "evaluate.py", "--model", str(model), "--bench", "heldout",  # noqa: E731
-                                 "--limit", str(args.limit), "--max-new-tokens", str(args.eval_tokens),
-                                 "--out", str(d), *threads]
+    eval_cmd = lambda model, d, bench, n: [py, "evaluate.py", "--model", str(model), "--bench", bench,  # noqa: E731
+                                           "--limit", str(n), "--max-new-tokens", str(args.eval_tokens),
+                                           "--out", str(d), *threads,
+                                           *(["--data", args.ifeval_data] if bench == "ifeval" and args.ifeval_data
+                                             else [])]
     commands["base"] = (f"python evaluate.py --model {args.model} --bench heldout --limit {args.limit} "
-                        f"--max-new-tokens {args.eval_tokens}")
+                        f"--max-new-tokens {args.eval_tokens}"
+                        + (f"; the same with --bench ifeval --limit {args.ifeval}" if args.ifeval else ""))
     if args.dry_run:
         for _, _, cmd in train_jobs:
             print(" ".join(cmd[1:]))
@@ -171,24 +192,26 @@ def main(argv=None):
         print(f"[variants] {label}: trained in {sec / 60:.1f} min", flush=True)
 
     def eval_one(job):
-        label, model = job
-        d = out / "eval" / label
+        label, model, bench, n = job
+        d = out / ("eval" if bench == "heldout" else f"eval-{bench}") / label
         if (d / "metrics.json").exists():
-            print(f"[variants] eval {label}: already done", flush=True)
+            print(f"[variants] {bench} {label}: already done", flush=True)
             return
         d.mkdir(parents=True, exist_ok=True)
-        sec = run(eval_cmd(model, d), out / f"{label}.eval.log")
+        sec = run(eval_cmd(model, d, bench, n), out / f"{label}.{bench}.log")
         m = json.loads((d / "metrics.json").read_text())
-        print(f"[variants] eval {label}: all met {100 * m['all_constraints_met_rate']:.1f} %, constraints met "
-              f"{100 * m['constraint_rate']:.1f} % ({sec / 60:.1f} min)", flush=True)
+        print(f"[variants] {bench} {label}: prompt-level {100 * m['prompt_level_strict_acc']:.1f} %, instruction-level "
+              f"{100 * m['inst_level_strict_acc']:.1f} % ({sec / 60:.1f} min)", flush=True)
 
     with ThreadPoolExecutor(args.parallel) as pool:
         list(pool.map(train_one, train_jobs))
-        evals = [("base", args.model)] + [(label, final_checkpoint(d)) for label, d, _ in train_jobs]
+        models = [("base", args.model)] + [(label, final_checkpoint(d)) for label, d, _ in train_jobs]
+        evals = [(label, m, "heldout", args.limit) for label, m in models]
+        evals += [(label, m, "ifeval", args.ifeval) for label, m in models] if args.ifeval else []
         list(pool.map(eval_one, evals))
 
     res = summarise(out, args.only, args.seeds, commands)
-    md = markdown(res, args.limit)
+    md = markdown(res, args.limit, args.ifeval)
     (out / "results.json").write_text(json.dumps(res, indent=1) + "\n")
     (out / "results.md").write_text(md)
     print(md)

@@ -36,12 +36,19 @@ def test_summary_is_mean_and_sample_std_over_seeds(tmp_path):
     md = variants.markdown(res, 100)
     assert "| grpo-aon | 30.0 ± 14.1 | 50.0 ± 14.1 | 2 | 0.500 | `g` |" in md
     assert "| base | 10.0 ± 0.0 | 30.0 ± 0.0 | 1 | - | `b` |" in md
+    for label, acc in (("base", 0.25), ("grpo-aon-seed1", 0.5), ("grpo-aon-seed2", 0.75)):  # IFEval columns
+        (tmp_path / "eval-ifeval" / label).mkdir(parents=True)
+        (tmp_path / "eval-ifeval" / label / "metrics.json").write_text(json.dumps(
+            {"prompt_level_strict_acc": acc, "inst_level_strict_acc": acc}))
+    md = variants.markdown(variants.summarise(tmp_path, ["grpo-aon"], [1, 2], {"base": "b", "grpo-aon": "g"}), 100, 8)
+    assert "IFEval prompt strict %" in md and "| grpo-aon | 30.0 ± 14.1 | 50.0 ± 14.1 | 62.5 ± 17.7 | 62.5 ± 17.7 |" in md
 
 
 def test_experiment_end_to_end_on_the_tiny_model(tmp_path, tiny_dir, tiny_disc_dir):
     out = tmp_path / "exp"
     cmd = [sys.executable, "experiments/variants.py", "--model", str(tiny_dir), "--only", "grpo-aon", "rtt-random",
-           "--limit", "2", "--eval-tokens", "4", "--out", str(out), "--", "--train-data", DATA,
+           "--limit", "2", "--ifeval", "2", "--ifeval-data", str(ROOT / "tests" / "fixtures" / "eval_ifeval_mini.jsonl"),
+           "--eval-tokens", "4", "--out", str(out), "--", "--train-data", DATA,
            "--prompts-per-step", "2", "--group-size", "2", "--max-new-tokens", "8", "--steps", "1",
            "--discriminator", str(tiny_disc_dir)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -51,4 +58,5 @@ def test_experiment_end_to_end_on_the_tiny_model(tmp_path, tiny_dir, tiny_disc_d
     assert "--relevance random" in res["rtt-random"]["command"]
     assert (out / "curves.png").stat().st_size > 0 and "| rtt-random |" in (out / "results.md").read_text()
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)   # nothing is redone
-    assert again.returncode == 0 and again.stdout.count("already done") == 5   # 2 runs, base + 2 evaluations
+    assert again.returncode == 0 and again.stdout.count("already done") == 8   # 2 runs, (base + 2) x 2 benches
+    assert "IFEval prompt strict %" in (out / "results.md").read_text()
