@@ -49,8 +49,8 @@ from rollout import add_sampling_args, generate_rollout
 
 # Defaults that depend on the device; a flag given on the command line always wins. On a CPU, `python train.py`
 # (discriminator build + RL run + two held-out evaluations) has to finish in under 30 minutes on 2 cores: one step of
-# P=4, 256 new tokens took 6.5 min there (update 3 min), so the CPU run is small, and its lr is 10x the paper's so
-# that 10 optimizer steps move the policy at all. The GPU values are a short version of the paper's run.
+# P=4, 256 new tokens took 6.5 min there (update 3 min), so the CPU run is small; its lr is 10x the paper's because
+# the run has only 10 optimizer steps (a choice, not a tuned value). The GPU values are a short version of the paper's.
 RUN_DEFAULTS = {
     "cpu": dict(prompts_per_step=2, max_new_tokens=64, steps=5, lr=1e-5, eval_prompts=16),
     "cuda": dict(prompts_per_step=4, max_new_tokens=256, steps=10, lr=1e-6, eval_prompts=32),
@@ -63,7 +63,6 @@ def fill_run_defaults(args, device_type: str):
         if getattr(args, k) is None:
             setattr(args, k, v)
     return args
-
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -106,7 +105,8 @@ def parse_args(argv=None):
     g = p.add_argument_group("optimisation")
     g.add_argument("--steps", type=int, default=None, help="RL steps (paper: 500; default 5 on CPU, 10 on GPU)")
     g.add_argument("--lr", type=float, default=None,
-                   help="AdamW learning rate (paper: 1e-6; default 1e-5 on CPU, where the run is 10 optimizer steps)")
+                   help="AdamW learning rate (paper: 1e-6; default 1e-5 on CPU, where a run is 10 optimizer steps; "
+                        "1e-6 on GPU)")
     g.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (paper: 0)")
     g.add_argument("--warmup-steps", type=int, default=None,
                    help="linear warm-up, in optimizer steps (paper: 20 RL steps of 500; default 4%% of the run)")
@@ -427,6 +427,9 @@ def main(argv=None):
         saved = torch.load(resume_ckpt / "trainer_state.pt", weights_only=False)["args"]
         if args.model == models.DEFAULT_MODEL:  # continue the same run unless told otherwise
             args.model = saved["model"]
+        for k in RUN_DEFAULTS["cpu"]:  # device-dependent flags not given again: the run's own values
+            if getattr(args, k) is None:
+                setattr(args, k, saved.get(k))
         args.out = args.out or str(resume_ckpt.parent.parent)
     out = Path(args.out or f"runs/{args.algo}-{args.norm}-seed{args.seed}")
     device = torch.device(args.device) if args.device else models.default_device()

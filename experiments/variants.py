@@ -10,9 +10,9 @@ Experiment: does RTT beat response-level GRPO here? Five variants at equal steps
 Every run is `python train.py` with the same settings (train.py's defaults for the device: on a CPU P=2 prompts,
 G=8, 64 new tokens, 5 steps, lr 1e-5) and only the algorithm flags below differing. Then the base model and each
 final policy are scored with `evaluate.py --bench heldout` (greedy, the same token cap as training) on the first
---limit prompts of data/heldout.jsonl, which shares no prompt with the training set. Results: OUT/results.md (mean ±
-std over seeds, the exact command of each row), OUT/results.json, OUT/curves.png (training reward per step).
-With --ifeval N, every policy is also scored on IFEval's first N prompts (same greedy decoding and token cap).
+--limit prompts of data/heldout.jsonl, which shares no prompt with the training set; with --ifeval N also on IFEval's
+first N prompts. Results: OUT/results.md (mean ± std over seeds, the exact command of each row), OUT/results.json,
+OUT/curves.png (AON and CSR pass rates of the sampled responses, per step).
 
 Runs and evaluations that already finished are not redone, so a killed experiment continues where it stopped.
 """
@@ -87,10 +87,10 @@ def summarise(out: Path, names: list, seeds: list, commands: dict) -> dict:
             for k, v in metrics(f"{name}-seed{s}").items():
                 vals.setdefault(k, []).append(v)
             rows = [json.loads(l) for l in (out / f"{name}-seed{s}" / "metrics.jsonl").read_text().splitlines()]
-            rewards.append(np.mean([r["reward"] for r in rows if r.get("kind") == "train"]))
+            rewards.append(np.mean([r["csr_pass"] for r in rows if r.get("kind") == "train"]))
         res[name] = {k: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
                          "n": len(v)} for k, v in vals.items()}
-        res[name]["train_reward_mean"] = float(np.mean(rewards))
+        res[name]["train_csr_mean"] = float(np.mean(rewards))
         res[name]["command"] = commands[name]
     return res
 
@@ -101,12 +101,12 @@ def markdown(res: dict, n_prompts: int, n_ifeval: int = 0) -> str:
     cols += [(f"ifeval_{k}", f"IFEval {k.replace('_acc', '').replace('_level', '').replace('_', ' ')} %")
              for k in IFEVAL_METRICS] if ife else []
     lines = [f"Held-out rubric split, first {n_prompts} prompts" + (f"; IFEval, first {n_ifeval} prompts" if ife else "")
-             + "; greedy. Mean ± std over seeds (n = seeds).", "",
-             "| variant | " + " | ".join(c for _, c in cols) + " | n | mean train reward | command |",
+             + "; greedy. Mean ± sample std over seeds where n (seeds) > 1.", "",
+             "| variant | " + " | ".join(c for _, c in cols) + " | n | mean training CSR | command |",
              "|---|" + "---:|" * (len(cols) + 2) + "---|"]
-    pm = lambda v: f"{100 * v['mean']:.1f} ± {100 * v['std']:.1f}"  # noqa: E731
+    pm = lambda v: f"{100 * v['mean']:.1f}" + (f" ± {100 * v['std']:.1f}" if v["n"] > 1 else "")  # noqa: E731
     for name, r in res.items():
-        tr = f"{r['train_reward_mean']:.3f}" if "train_reward_mean" in r else "-"
+        tr = f"{r['train_csr_mean']:.3f}" if "train_csr_mean" in r else "-"
         lines.append(f"| {name} | " + " | ".join(pm(r[k]) for k, _ in cols)
                      + f" | {r[METRICS[0]]['n']} | {tr} | `{r['command']}` |")
     return "\n".join(lines) + "\n"
@@ -122,11 +122,12 @@ def plot(out: Path, names: list, seeds: list) -> Path:
             rows = [json.loads(l) for l in (out / f"{name}-seed{s}" / "metrics.jsonl").read_text().splitlines()]
             rows = [r for r in rows if r.get("kind") == "train"]
             steps = [r["step"] for r in rows]
-            for ax, key in zip(axes, ("reward", "csr_pass")):
+            for ax, key in zip(axes, ("aon_pass", "csr_pass")):
                 ax.plot(steps, [r[key] for r in rows], marker="o", alpha=0.8,
                         color=f"C{names.index(name)}", label=name if i == 0 else None)
-    for ax, title in zip(axes, ("training reward of the run's own union (AON or CSR)", "constraints met (CSR)")):
+    for ax, title in zip(axes, ("sampled responses meeting all constraints (AON)", "constraints met (CSR)")):
         ax.set_title(title, fontsize=10), ax.set_xlabel("step"), ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     path = out / "curves.png"
@@ -158,7 +159,8 @@ def main(argv=None):
     train_jobs, commands = [], {}
     for name in args.only:
         flags = ["--model", args.model, *VARIANTS[name], *extra]
-        commands[name] = "python train.py " + " ".join(flags) + " --seed S"
+        seed = str(args.seeds[0]) if len(args.seeds) == 1 else "S  (S = " + " ".join(map(str, args.seeds)) + ")"
+        commands[name] = "python train.py " + " ".join(flags) + " --seed " + seed
         for s in args.seeds:
             run_dir = out / f"{name}-seed{s}"
             cmd = [py, "train.py", *flags, "--seed", str(s), "--out", str(run_dir), "--eval-prompts", "0",

@@ -177,6 +177,13 @@ def test_misconfiguration_errors_come_before_any_work(tmp_path, tiny_dir, tiny_t
         train.main(["--model", str(tiny_dir), "--train-data", str(bad)])
 
 
+def test_run_defaults_depend_on_the_device_and_flags_win():
+    cpu = train.fill_run_defaults(train.parse_args([]), "cpu")
+    assert (cpu.prompts_per_step, cpu.max_new_tokens, cpu.steps, cpu.lr) == (2, 64, 5, 1e-5)
+    gpu = train.fill_run_defaults(train.parse_args(["--steps", "3"]), "cuda")
+    assert (gpu.prompts_per_step, gpu.max_new_tokens, gpu.steps, gpu.lr) == (4, 256, 3, 1e-6)
+
+
 def test_script_help_and_subprocess_smoke(tmp_path, tiny_dir, tiny_disc_dir):
     helptext = subprocess.run([sys.executable, "train.py", "--help"], cwd=ROOT, capture_output=True, text=True).stdout
     for flag in ("--algo", "--union", "--norm", "--combine", "--token-weight", "--relevance", "--reference-quirks",
