@@ -303,6 +303,15 @@ def _bump(counts: dict, key: str, n: int = 1) -> None:
     counts[key] = counts.get(key, 0) + n
 
 
+def _keep_if_labelled(rows: list, counts: dict, row: dict) -> None:
+    """Append a minimal-modification row, unless its edit labels no token at all; count which."""
+    if sum(row["labels"]) == 0:
+        _bump(counts, "no_labelled_token")
+    else:
+        rows.append(row)
+        _bump(counts, "kept")
+
+
 def _items(prompt) -> list:
     """(index in prompt.rubrics, instruction_id, kwargs) of the rubric items that have a rule checker."""
     return [(k, it.checker["instruction_id"], it.checker.get("kwargs") or {})
@@ -379,14 +388,9 @@ def rule_labels(prompts: list, samples: list, tokenizer, counts: dict, max_words
                 key = f"dropped[{iid}]: {res.reason}"
                 _bump(counts, key)
                 continue
-            row = make_record(tokenizer, text, criterion=p.rubrics[k].description, family=iid, prompt_id=p.id,
-                              source="rule", spans=res.spans, scope=res.scope, edited=res.edits[0],
-                              n_edits=len(res.edits), base_prompt_id=base_id)
-            if sum(row["labels"]) == 0:
-                _bump(counts, "no_labelled_token")
-                continue
-            rows.append(row)
-            _bump(counts, "kept")
+            _keep_if_labelled(rows, counts, make_record(
+                tokenizer, text, criterion=p.rubrics[k].description, family=iid, prompt_id=p.id, source="rule",
+                spans=res.spans, scope=res.scope, edited=res.edits[0], n_edits=len(res.edits), base_prompt_id=base_id))
     return rows
 
 
@@ -464,14 +468,9 @@ def llm_edit_labels(llm, prompts: list, responses: list, tokenizer, counts: dict
             verified = True
         iid = item.checker["instruction_id"] if item.checker else "llm"
         sc = editors.scope(iid, item.checker.get("kwargs") if item.checker else None)
-        row = make_record(tokenizer, text, criterion=item.description, family=iid, prompt_id=p.id,
-                          source="editor_llm", spans=editors.edit_char_spans(text, edited), scope=sc, edited=edited,
-                          verified=verified)
-        if sum(row["labels"]) == 0:
-            _bump(counts, "no_labelled_token")
-            continue
-        rows.append(row)
-        _bump(counts, "kept")
+        _keep_if_labelled(rows, counts, make_record(
+            tokenizer, text, criterion=item.description, family=iid, prompt_id=p.id, source="editor_llm",
+            spans=editors.edit_char_spans(text, edited), scope=sc, edited=edited, verified=verified))
     return rows
 
 

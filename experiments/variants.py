@@ -65,6 +65,12 @@ def finished(run_dir: Path) -> bool:
     return got >= want
 
 
+def train_rows(out: Path, label: str) -> list:
+    """The per-step training rows of run `label`'s metrics.jsonl (held-out eval rows left out)."""
+    rows = [json.loads(l) for l in (out / label / "metrics.jsonl").read_text().splitlines() if l.strip()]
+    return [r for r in rows if r.get("kind") == "train"]
+
+
 def summarise(out: Path, names: list, seeds: list, commands: dict) -> dict:
     """Mean ± std over seeds of the held-out metrics of each variant (and the base model), with the commands."""
     def metrics(label: str) -> dict:  # held-out metrics, plus IFEval's where that evaluation was run
@@ -86,8 +92,7 @@ def summarise(out: Path, names: list, seeds: list, commands: dict) -> dict:
         for s in seeds:
             for k, v in metrics(f"{name}-seed{s}").items():
                 vals.setdefault(k, []).append(v)
-            rows = [json.loads(l) for l in (out / f"{name}-seed{s}" / "metrics.jsonl").read_text().splitlines()]
-            rewards.append(np.mean([r["csr_pass"] for r in rows if r.get("kind") == "train"]))
+            rewards.append(np.mean([r["csr_pass"] for r in train_rows(out, f"{name}-seed{s}")]))
         res[name] = {k: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
                          "n": len(v)} for k, v in vals.items()}
         res[name]["train_csr_mean"] = float(np.mean(rewards))
@@ -119,8 +124,7 @@ def plot(out: Path, names: list, seeds: list) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     for name in names:
         for i, s in enumerate(seeds):
-            rows = [json.loads(l) for l in (out / f"{name}-seed{s}" / "metrics.jsonl").read_text().splitlines()]
-            rows = [r for r in rows if r.get("kind") == "train"]
+            rows = train_rows(out, f"{name}-seed{s}")
             steps = [r["step"] for r in rows]
             for ax, key in zip(axes, ("aon_pass", "csr_pass")):
                 ax.plot(steps, [r[key] for r in rows], marker="o", alpha=0.8,
