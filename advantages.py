@@ -11,6 +11,7 @@ groups (`[P, G, ...]`) and never mixes statistics across groups.
     3. token reward cube (§2)              r_ikt = s_ik * w_ikt                         token_rewards
     4. token normalisation (§5, RTT)       r~_ikt = (r_ikt - mu_ik) / (sigma_ik + eps) intra_sample_token_norm
        ... or the baseline (§5, app. D)    r^_ikt = (r_ikt - mu_k) / (sigma_k + eps)   inter_sample_token_norm
+       (sigma floored at TOKEN_STD_FLOOR, see below)
     5. token advantage (§5)                A_tok_it = mean over real k of r~_ikt        token_advantages
     6. RTT-GRPO advantage (§6)             A_it = (A_res_i + lambda * A_tok_it) * M_it  combine_advantages
     all six in one call                                                                rtt_advantages
@@ -21,6 +22,16 @@ dtypes (bf16 relevance, int8 scores, bool masks) the math runs in float32, or fl
 Population std (masked) for the token normalisations, unbiased std for GRPO, eps = 1e-6. A row whose values are all
 equal (sigma = 0: no relevant token, a padded slot, a tied group) gives exactly 0, never NaN, and so does an empty
 response (mask all 0).
+
+The std floor (ours, not in the paper). The token normalisations divide by max(sigma, TOKEN_STD_FLOOR) + eps, not by
+sigma + eps. A trained discriminator rates a "whole response" constraint (no commas, all lowercase, 60 words)
+0.9993 +- 0.0001 on every token: a row that is constant up to float noise. Divided by its own sigma ~ 1e-4, that
+noise becomes token advantages of size 1, as large as real credit assignment, pointing wherever the discriminator's
+last digits happen to point; 42 % of (response, constraint) rows of the embedded policy's own samples looked like
+this (README, "The std floor"). The paper's stated behaviour, "a constant row gives 0", is what the floor keeps:
+such a row now gives values ~ 1e-2. A row with one relevant token among n has sigma ~ 1/sqrt(n), 0.016 at n = 4096,
+so at the paper's response length no row with a clearly relevant token is touched. std_floor=0 gives the formula
+as printed, with eps only.
 
 Running example used in every docstring: G = 2 responses, K = 2 constraints, T = 4 tokens.
 
@@ -38,6 +49,8 @@ import math
 
 import torch
 
+TOKEN_STD_FLOOR = 0.01  # sigma floor of the token normalisations (see "The std floor" above); 0 = the paper's formula
+
 # ----------------------------------------------------------------------------------------------------------------
 # helpers
 
@@ -47,8 +60,8 @@ def _float_dtype(*tensors: torch.Tensor) -> torch.dtype:
     return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
 
 
-def _standardise(r: torch.Tensor, mask: torch.Tensor, dims: tuple, eps: float) -> torch.Tensor:
-    """(r - mu) / (sigma + eps) with masked mean and population std over `dims`; 0 off the mask.
+def _standardise(r: torch.Tensor, mask: torch.Tensor, dims: tuple, eps: float, std_floor: float = 0.0) -> torch.Tensor:
+    """(r - mu) / (max(sigma, std_floor) + eps) with masked mean and population std over `dims`; 0 off the mask.
 
     `mask` is a bool tensor that broadcasts against `r`. Where all masked values along `dims` are equal (sigma = 0,
     including the empty case) the result is exactly 0: we test equality directly instead of relying on r - mu
@@ -61,7 +74,7 @@ def _standardise(r: torch.Tensor, mask: torch.Tensor, dims: tuple, eps: float) -
     n = mask.sum(dims, keepdim=True).clamp(min=1)                   # real tokens per statistic
     mu = r.sum(dims, keepdim=True) / n
     var = torch.where(mask, (r - mu) ** 2, 0.0).sum(dims, keepdim=True) / n   # population variance
-    out = torch.where(mask, (r - mu) / (var.sqrt() + eps), 0.0)
+    out = torch.where(mask, (r - mu) / (var.sqrt().clamp(min=std_floor) + eps), 0.0)
     hi = r.masked_fill(~mask, float("-inf")).amax(dims, keepdim=True)
     lo = r.masked_fill(~mask, float("inf")).amin(dims, keepdim=True)
     constant = hi <= lo                                             # all equal, or no real token at all
@@ -176,7 +189,7 @@ def token_rewards(scores: torch.Tensor, relevance: torch.Tensor) -> torch.Tensor
 
 
 def intra_sample_token_norm(token_rewards: torch.Tensor, response_mask: torch.Tensor,
-                            eps: float = 1e-6) -> torch.Tensor:
+                            eps: float = 1e-6, std_floor: float = TOKEN_STD_FLOOR) -> torch.Tensor:
     """RTT's intra-sample token group normalisation: per response i AND constraint k, over that response's tokens.
 
         n_i    = sum_t M_it
@@ -193,6 +206,7 @@ def intra_sample_token_norm(token_rewards: torch.Tensor, response_mask: torch.Te
         token_rewards: [.., G, K, T] the cube r.
         response_mask: [.., G, T] 1 on real response tokens.
         eps: added to sigma.
+        std_floor: sigma is raised to at least this (module docstring); 0 = the formula above as printed.
     Returns:
         [.., G, K, T] normalised cube, 0 on padded tokens.
 
@@ -209,15 +223,22 @@ def intra_sample_token_norm(token_rewards: torch.Tensor, response_mask: torch.Te
 
         Row (0, 0): one relevant token of four (m = 1/4): sqrt(3) = 1.7320 and -sqrt(1/3) = -0.5773.
         Row (1, 1): token 0 caused the failure of c_1 (-1), token 1 is relatively credited (+1).
+
+    Example (a "whole response" constraint, every token rated ~0.9993: the std floor keeps it ~0):
+        >>> w = torch.tensor([[[0.9992, 0.9994, 0.9993, 0.9993]]])          # [G=1, K=1, T=4], sigma 7e-5
+        >>> intra_sample_token_norm(w, torch.ones(1, 4))
+        tensor([[[-0.0100,  0.0100,  0.0000,  0.0000]]])
+        >>> intra_sample_token_norm(w, torch.ones(1, 4), std_floor=0)    # as printed in the paper: noise, size 1
+        tensor([[[-1.3945,  1.3945,  0.0000,  0.0000]]])
     """
     dtype = _float_dtype(token_rewards)
     r = token_rewards.to(dtype)                                     # [.., G, K, T]
     M = (response_mask != 0).unsqueeze(-2)                          # [.., G, 1, T]
-    return _standardise(r, M, (-1,), eps)                           # [.., G, K, T] stats over T, per (i, k)
+    return _standardise(r, M, (-1,), eps, std_floor)                # [.., G, K, T] stats over T, per (i, k)
 
 
 def inter_sample_token_norm(token_rewards: torch.Tensor, response_mask: torch.Tensor,
-                            eps: float = 1e-6) -> torch.Tensor:
+                            eps: float = 1e-6, std_floor: float = TOKEN_STD_FLOOR) -> torch.Tensor:
     """The baseline inter-sample token group normalisation (paper appendix D): per constraint k, over all tokens of
     all G responses of the group.
 
@@ -233,6 +254,7 @@ def inter_sample_token_norm(token_rewards: torch.Tensor, response_mask: torch.Te
         token_rewards: [.., G, K, T] the cube r.
         response_mask: [.., G, T] 1 on real response tokens.
         eps: added to sigma.
+        std_floor: sigma is raised to at least this (module docstring); 0 = the formula above as printed.
     Returns:
         [.., G, K, T] normalised cube, 0 on padded tokens.
 
@@ -250,7 +272,7 @@ def inter_sample_token_norm(token_rewards: torch.Tensor, response_mask: torch.Te
     dtype = _float_dtype(token_rewards)
     r = token_rewards.to(dtype)                                     # [.., G, K, T]
     M = (response_mask != 0).unsqueeze(-2)                          # [.., G, 1, T]
-    return _standardise(r, M, (-3, -1), eps)                        # [.., G, K, T] stats over (G, T), per k
+    return _standardise(r, M, (-3, -1), eps, std_floor)             # [.., G, K, T] stats over (G, T), per k
 
 
 def token_advantages(normed: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
@@ -335,7 +357,7 @@ def combine_advantages(response_adv: torch.Tensor, token_adv: torch.Tensor, resp
 
 
 def reshape_defect_token_advantages(token_rewards: torch.Tensor, scores: torch.Tensor, response_mask: torch.Tensor,
-                                    norm: str = "intra", eps: float = 1e-6) -> torch.Tensor:
+                                    norm: str = "intra", eps: float = 1e-6, std_floor: float = 0.0) -> torch.Tensor:
     """Token advantage as the released code computes it: the cube is reshaped, not transposed (spec §10.1).
 
     The released code keeps one prompt's cube as [G, K, T] (response-major, K = that prompt's real constraints),
@@ -362,6 +384,7 @@ def reshape_defect_token_advantages(token_rewards: torch.Tensor, scores: torch.T
         response_mask: [.., G, T].
         norm: "intra" or "inter".
         eps: added to sigma.
+        std_floor: sigma floor (0, the released code's formula, unless asked).
     Returns:
         [.., G, T] token advantages with the defect; compare with token_advantages(<norm>(r, M), scores).
 
@@ -397,7 +420,7 @@ def reshape_defect_token_advantages(token_rewards: torch.Tensor, scores: torch.T
         cube = r[n][:, slots, :].contiguous()                       # [G, Kp, T] the released code's cube
         wrong = cube.reshape(Kp, G, T)                              # [Kp, G, T] THE DEFECT (meant: permute(1, 0, 2))
         as_gkt = wrong.transpose(0, 1)                              # [G, Kp, T] axis 0 = what the code calls response
-        normed = normalise(as_gkt, M[n], eps)                       # [G, Kp, T] with the mask of axis-0 index g'
+        normed = normalise(as_gkt, M[n], eps, std_floor)            # [G, Kp, T] with the mask of axis-0 index g'
         out[n] = normed.mean(-2)                                    # [G, T] mean over "rubrics"
     return out.reshape(*lead, G, T)
 
@@ -507,7 +530,8 @@ def uniform_relevance(response_mask: torch.Tensor, K: int) -> torch.Tensor:
 
 def rtt_advantages(scores: torch.Tensor, relevance: torch.Tensor, response_mask: torch.Tensor,
                    union: str = "aon", norm: str = "intra", combine: str = "add", weight: float = 0.5,
-                   reference_quirks: bool = False, eps: float = 1e-6) -> tuple[torch.Tensor, dict]:
+                   reference_quirks: bool = False, eps: float = 1e-6,
+                   std_floor: float = TOKEN_STD_FLOOR) -> tuple[torch.Tensor, dict]:
     """RTT-GRPO advantages, spec §3 -> §5 -> §6 in one call.
 
         R = response_rewards(s, union)                 A_res = grpo_advantages(R)
@@ -525,6 +549,8 @@ def rtt_advantages(scores: torch.Tensor, relevance: torch.Tensor, response_mask:
         reference_quirks: reproduce the released code: relevance cut to {0, 1}
             (truncate_relevance_like_reference) and the reshape defect (reshape_defect_token_advantages).
         eps: added to every std.
+        std_floor: floor of the token normalisations' sigma (module docstring); 0 = the paper's formula. With
+            reference_quirks the released code had none: pass 0 to reproduce it exactly.
     Returns:
         (A [.., G, T], parts) where parts holds the intermediate tensors: "rewards" [.., G], "response_adv" [.., G],
         "relevance" [.., G, K, T] (as used, after truncation if reference_quirks), "token_rewards" [.., G, K, T],
@@ -558,10 +584,10 @@ def rtt_advantages(scores: torch.Tensor, relevance: torch.Tensor, response_mask:
     r = token_rewards(scores, relevance)                            # [.., G, K, T]
     if reference_quirks:
         normed = None
-        token_adv = reshape_defect_token_advantages(r, scores, response_mask, norm, eps)   # [.., G, T]
+        token_adv = reshape_defect_token_advantages(r, scores, response_mask, norm, eps, std_floor)  # [.., G, T]
     else:
         normalise = intra_sample_token_norm if norm == "intra" else inter_sample_token_norm
-        normed = normalise(r, response_mask, eps)                   # [.., G, K, T]
+        normed = normalise(r, response_mask, eps, std_floor)        # [.., G, K, T]
         token_adv = token_advantages(normed, scores)                # [.., G, T]
     A = combine_advantages(response_adv, token_adv, response_mask, combine, weight)   # [.., G, T]
     parts = {"rewards": rewards, "response_adv": response_adv, "relevance": relevance, "token_rewards": r,

@@ -263,8 +263,8 @@ def test_intra_sum_zero_square_sum_n_and_only_sign_matters(n, seed, scale, binar
     w = hit.double() if binary else hit * torch.rand(1, 1, n, generator=gen, dtype=torch.float64)
     w = torch.cat([w, torch.zeros(1, 1, 3, dtype=torch.float64)], -1)       # [G=1, K=1, T]
     mask = (torch.arange(T) < n).unsqueeze(0)                                # [1, T]
-    for s in (1, -1):
-        out = intra_sample_token_norm(token_rewards(torch.tensor([[s]]), w), mask)[0, 0]   # [T]
+    for s in (1, -1):   # the paper's formula as printed (std_floor=0): the floor has its own test below
+        out = intra_sample_token_norm(token_rewards(torch.tensor([[s]]), w), mask, std_floor=0)[0, 0]   # [T]
         sigma = w[0, 0, :n].std(correction=0).item()
         assert out[n:].abs().max() == 0
         assert abs(out.sum().item()) < 1e-9 * n
@@ -276,12 +276,46 @@ def test_intra_sum_zero_square_sum_n_and_only_sign_matters(n, seed, scale, binar
             if sigma > 1e-2:
                 assert math.isclose((out ** 2).sum().item(), n, rel_tol=1e-3)
         # only the sign of s matters: scaling s by a positive factor changes nothing (up to eps)
-        scaled = intra_sample_token_norm(token_rewards(torch.tensor([[s * scale]]), w), mask)[0, 0]
+        scaled = intra_sample_token_norm(token_rewards(torch.tensor([[s * scale]]), w), mask, std_floor=0)[0, 0]
         assert torch.allclose(scaled, out, atol=1e-3)
         if s == 1:
             positive = out
         else:
             assert torch.allclose(out, -positive, atol=1e-12)               # and flipping it flips the signal
+
+
+def test_std_floor_silences_near_constant_rows_and_leaves_real_structure():
+    # A "whole response" constraint as the trained discriminator rates it: 0.9993 on every token, +- 1e-4 of noise.
+    gen = torch.Generator().manual_seed(8)
+    n = 64
+    w = (0.9993 + 1e-4 * torch.randn(1, 1, n, generator=gen, dtype=torch.float64)).clamp(max=1.0)   # [G=1, K=1, T]
+    mask = torch.ones(1, n)
+    for s in (1, -1):
+        r = token_rewards(torch.tensor([[s]]), w)
+        literal = intra_sample_token_norm(r, mask, std_floor=0)[0, 0]       # the formula as printed
+        floored = intra_sample_token_norm(r, mask)[0, 0]                    # default floor 0.01
+        assert math.isclose((literal ** 2).sum().item(), n, rel_tol=0.05)   # noise blown up to unit variance
+        assert floored.abs().max() < 0.05                                   # ... or kept as small as it is
+        assert abs(floored.sum().item()) < 1e-9                             # still zero-sum per row
+    assert advantages.TOKEN_STD_FLOOR == 0.01
+    # the same near-constant rows pooled over a group (inter): the floor applies there too
+    wg = (0.9993 + 1e-4 * torch.randn(4, 1, n, generator=gen, dtype=torch.float64)).clamp(max=1.0)
+    assert inter_sample_token_norm(wg, torch.ones(4, n)).abs().max() < 0.05
+    assert inter_sample_token_norm(wg, torch.ones(4, n), std_floor=0).abs().max() > 1.0
+    # a row with one relevant token among 4096 (the paper's response length) has sigma 0.0156: not touched
+    one_hot = torch.zeros(1, 1, 4096, dtype=torch.float64)
+    one_hot[..., 17] = 1.0
+    close(intra_sample_token_norm(one_hot, torch.ones(1, 4096)),
+          intra_sample_token_norm(one_hot, torch.ones(1, 4096), std_floor=0), atol=0)
+    # end to end: a prompt whose two constraints are both "whole response" rows gets (almost) only the GRPO part,
+    # while without the floor its token advantages are as large as the response advantages
+    scores = torch.tensor([[1, 1], [1, -1], [-1, -1], [1, 1]])             # [G=4, K=2]
+    rel = (0.9993 + 1e-4 * torch.randn(4, 2, n, generator=gen)).clamp(max=1.0)
+    A, parts = rtt_advantages(scores, rel, torch.ones(4, n))
+    A0, parts0 = rtt_advantages(scores, rel, torch.ones(4, n), std_floor=0)
+    assert parts["token_adv"].abs().max() < 0.05
+    assert parts0["token_adv"].abs().mean() > 0.3
+    close(A, parts["response_adv"][:, None].expand(4, n), atol=0.03)
 
 
 def test_intra_is_independent_of_length_tiling():
