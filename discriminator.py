@@ -856,6 +856,12 @@ CPU_DEFAULTS = dict(n_prompts=400, n_samples=128, max_new_tokens=48, lr=4e-4, ep
                     train_layers=6, batch_size=8)
 
 
+def default_dir(policy_name: str) -> Path:
+    """Where train.py keeps (and, if missing, builds) the discriminator of a policy: $RTT_CACHE/discriminators/NAME."""
+    import models
+    return models.cache_dir() / "discriminators" / Path(policy_name).name.replace(":", "_")
+
+
 def ensure_discriminator(policy_name: str, out_dir, *, backbone: str | None = None,
                          prompts_path="data/train.jsonl", n_prompts: int = CPU_DEFAULTS["n_prompts"],
                          n_samples: int = CPU_DEFAULTS["n_samples"],

@@ -19,6 +19,11 @@ One step, top to bottom in `main()` (spec sections in brackets):
 How this departs from the released code (spec §10), and why:
   - the [G, K, T] cube is permuted, not reshaped, and relevance stays continuous: `--reference-quirks` brings
     both defects back for comparison;
+  - the token normalisations floor sigma at 0.01 (`--token-std-floor`, advantages.py): a "whole response"
+    constraint rated ~0.999 on every token gives ~0, as a constant row should, instead of discriminator noise
+    blown up to full-size advantages; `--token-std-floor 0` is the formula as printed;
+  - a step where every advantage is 0 (and --kl is 0) makes no optimizer step: the loss has no gradient, and AdamW
+    would only replay the momentum of earlier steps (the learning-rate schedule still advances);
   - the response is located by position (prompt length), never by substring search;
   - old log-probs: the first mini-batch is the sampling policy itself, so its "old" log-probs are the detached
     log-probs of the same forward pass (ratio exactly 1) instead of a second identical forward pass; only the
@@ -31,10 +36,12 @@ import json
 import math
 import os
 import random
+import re
 import resource
 import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -98,6 +105,10 @@ def parse_args(argv=None):
                    help="trained discriminator folder (default: built offline for the policy if missing)")
     g.add_argument("--reference-quirks", action="store_true",
                    help="reproduce the released code's defects: reshape(K,G,T) cube and {0,1}-truncated relevance")
+    g.add_argument("--token-std-floor", type=float, default=adv.TOKEN_STD_FLOOR,
+                   help="floor on sigma in the token normalisations (ours, not in the paper): a 'whole response' "
+                        "constraint rated ~0.999 on every token then gives ~0 instead of noise scaled to size 1; "
+                        "0 = the paper's formula as printed")
     g.add_argument("--group-size", type=int, default=8, help="G, responses per prompt (paper: 8)")
     g.add_argument("--prompts-per-step", type=int, default=None,
                    help="P, prompts per step (paper: 64; default 2 on CPU, 4 on GPU)")
@@ -365,6 +376,16 @@ def peak_memory_gb(device) -> float:
 # Small pieces of the loop
 
 
+def skip_optimizer_steps(scheduler, n: int) -> None:
+    """Advance the learning-rate schedule past n optimizer steps that are not taken (a step with no signal), so the
+    learning rate stays a function of the step. torch warns when the schedule moves before any optimizer step; here
+    that is the intent."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()` before"))
+        for _ in range(n):
+            scheduler.step()
+
+
 def lr_lambda(warmup: int, total: int, decay: str):
     def f(i):
         if i < warmup:
@@ -501,8 +522,7 @@ def main(argv=None):
     if use_disc:
         # no --discriminator: the one built for this policy in the cache, built now (offline labels) if missing
         disc_path = args.discriminator or discriminator.ensure_discriminator(
-            args.model, models.cache_dir() / "discriminators" / Path(args.model).name.replace(":", "_"),
-            device=device, log=log)
+            args.model, discriminator.default_dir(args.model), device=device, log=log)
         try:
             disc, _ = discriminator.load_discriminator(disc_path, policy_tokenizer=tokenizer, device=device)
         except discriminator.DiscriminatorError as e:
@@ -595,7 +615,8 @@ def main(argv=None):
                     relevance = adv.random_relevance(relevance, mask.view(Pk, G, T), gen)
             advantage, parts = adv.rtt_advantages(scores.view(Pk, G, K), relevance, mask.view(Pk, G, T),
                                                   union=args.union, norm=args.norm, combine=args.combine,
-                                                  weight=args.token_weight, reference_quirks=args.reference_quirks)
+                                                  weight=args.token_weight, reference_quirks=args.reference_quirks,
+                                                  std_floor=args.token_std_floor)
             advantage = advantage.reshape(Pk * G, T)                                        # [B, T]
             tok_adv = parts["token_adv"].reshape(Pk * G, T)
         else:
@@ -606,55 +627,63 @@ def main(argv=None):
 
         # 5. PPO-clip update, one epoch, the rollout split into mini-batches (optimizer steps)
         t0 = time.perf_counter()
-        model.train()
         B = mask.shape[0]
-        lengths = (ro.prompt_mask.sum(-1) + mask.sum(-1)).tolist()
         minis = [list(range(j * B // args.mini_batches, (j + 1) * B // args.mini_batches))
                  for j in range(args.mini_batches)]                                   # consecutive groups of rows
         minis = [m for m in minis if m]
-        # old log-probs (and reference log-probs for KL) of the later mini-batches, before any update
-        old_logp = torch.zeros(B, T, device=device)
-        ref_logp = torch.zeros(B, T, device=device) if args.kl > 0 else None
-        with torch.no_grad(), amp:
-            for mb_rows in minis[1:]:
+        upd = {"clip_frac": 0.0, "kl": 0.0, "entropy": 0.0, "grad_norm": 0.0, "loss": 0.0}
+        skipped = args.kl == 0 and not bool((advantage * mask).ne(0).any())
+        if skipped:
+            # No learning signal (e.g. GRPO-AON with every group tied): the loss is 0 whatever the weights, so there
+            # is nothing to compute, and an optimizer step would not be a no-op (AdamW replays its momentum). The
+            # learning-rate schedule advances as if the steps were taken.
+            skip_optimizer_steps(scheduler, len(minis))
+            times["t_logprobs"] = times["t_update"] = 0.0
+        else:
+            model.train()
+            lengths = (ro.prompt_mask.sum(-1) + mask.sum(-1)).tolist()
+            # old log-probs (and reference log-probs for KL) of the later mini-batches, before any update
+            old_logp = torch.zeros(B, T, device=device)
+            ref_logp = torch.zeros(B, T, device=device) if args.kl > 0 else None
+            with torch.no_grad(), amp:
+                for mb_rows in minis[1:]:
+                    for rows in micro_batches(mb_rows, lengths, args.micro_batch_tokens):
+                        pi, pm, ri, rm, t1 = crop(ro, rows)
+                        old_logp[rows, :t1] = response_logprobs(model, pi, pm, ri, rm)[0]
+                if ref_logp is not None:
+                    for rows in micro_batches(list(range(B)), lengths, args.micro_batch_tokens):
+                        pi, pm, ri, rm, t1 = crop(ro, rows)
+                        if args.lora:
+                            with model.disable_adapter():
+                                ref_logp[rows, :t1] = response_logprobs(model, pi, pm, ri, rm)[0]
+                        else:
+                            ref_logp[rows, :t1] = response_logprobs(ref_model, pi, pm, ri, rm)[0]
+            times["t_logprobs"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            n_tok = float(mask.sum())
+            for j, mb_rows in enumerate(minis):
+                denom = aggregate_denominator(mask[mb_rows], args.loss_agg)
+                optimizer.zero_grad(set_to_none=True)
                 for rows in micro_batches(mb_rows, lengths, args.micro_batch_tokens):
                     pi, pm, ri, rm, t1 = crop(ro, rows)
-                    old_logp[rows, :t1] = response_logprobs(model, pi, pm, ri, rm)[0]
-            if ref_logp is not None:
-                for rows in micro_batches(list(range(B)), lengths, args.micro_batch_tokens):
-                    pi, pm, ri, rm, t1 = crop(ro, rows)
-                    if args.lora:
-                        with model.disable_adapter():
-                            ref_logp[rows, :t1] = response_logprobs(model, pi, pm, ri, rm)[0]
-                    else:
-                        ref_logp[rows, :t1] = response_logprobs(ref_model, pi, pm, ri, rm)[0]
-        times["t_logprobs"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        upd = {"clip_frac": 0.0, "kl": 0.0, "entropy": 0.0, "grad_norm": 0.0, "loss": 0.0}
-        n_tok = float(mask.sum())
-        for j, mb_rows in enumerate(minis):
-            denom = aggregate_denominator(mask[mb_rows], args.loss_agg)
-            optimizer.zero_grad(set_to_none=True)
-            for rows in micro_batches(mb_rows, lengths, args.micro_batch_tokens):
-                pi, pm, ri, rm, t1 = crop(ro, rows)
-                with amp:
-                    logp, ent = response_logprobs(model, pi, pm, ri, rm)                        # [b, t1]
-                old = logp.detach() if j == 0 else old_logp[rows, :t1]   # mini-batch 0: sampler == current policy
-                loss_sum, st = ppo_clip_loss(logp, old, advantage[rows, :t1], rm, args.clip_low, args.clip_high,
-                                             args.loss_agg, None if ref_logp is None else ref_logp[rows, :t1],
-                                             args.kl)
-                (loss_sum / denom).backward()
-                w_tok = float(rm.sum()) / n_tok
-                upd["clip_frac"] += st["clip_frac"] * w_tok
-                upd["kl"] += st["kl"] * w_tok
-                upd["entropy"] += float((ent * rm).sum()) / n_tok
-                upd["loss"] += float(loss_sum.detach()) / denom / len(minis)
-            gn = torch.nn.utils.clip_grad_norm_(params, args.grad_clip)
-            upd["grad_norm"] += float(gn) / len(minis)
-            optimizer.step()
-            scheduler.step()
-        model.eval()
-        times["t_update"] = time.perf_counter() - t0
+                    with amp:
+                        logp, ent = response_logprobs(model, pi, pm, ri, rm)                        # [b, t1]
+                    old = logp.detach() if j == 0 else old_logp[rows, :t1]   # mini-batch 0: sampler == current policy
+                    loss_sum, st = ppo_clip_loss(logp, old, advantage[rows, :t1], rm, args.clip_low, args.clip_high,
+                                                 args.loss_agg, None if ref_logp is None else ref_logp[rows, :t1],
+                                                 args.kl)
+                    (loss_sum / denom).backward()
+                    w_tok = float(rm.sum()) / n_tok
+                    upd["clip_frac"] += st["clip_frac"] * w_tok
+                    upd["kl"] += st["kl"] * w_tok
+                    upd["entropy"] += float((ent * rm).sum()) / n_tok
+                    upd["loss"] += float(loss_sum.detach()) / denom / len(minis)
+                gn = torch.nn.utils.clip_grad_norm_(params, args.grad_clip)
+                upd["grad_norm"] += float(gn) / len(minis)
+                optimizer.step()
+                scheduler.step()
+            model.eval()
+            times["t_update"] = time.perf_counter() - t0
 
         # --- log
         with torch.no_grad():
@@ -670,7 +699,7 @@ def main(argv=None):
                    "response_len": float(mask.sum(-1).float().mean()), "truncated": float(ro.truncated.float().mean()),
                    **upd, "lr": scheduler.get_last_lr()[0], "new_tokens_per_s": ro.tokens_per_second,
                    **{k: round(v, 3) for k, v in times.items()}, "step_seconds": time.perf_counter() - t_step,
-                   "peak_mem_gb": peak_memory_gb(device), "skipped_prompts": len(ro.skipped),
+                   "peak_mem_gb": peak_memory_gb(device), "skipped_prompts": len(ro.skipped), "update_skipped": skipped,
                    "judge": {k: v for k, v in judge_stats.items() if isinstance(v, (int, float))},
                    "family_pass": family_pass_rates(prompts, prompt_index, scores)}
             if relevance is not None:
@@ -682,7 +711,10 @@ def main(argv=None):
             log(f"step {step + 1}/{args.steps} reward {row['reward']:.3f} aon {row['aon_pass']:.2f} "
                 f"csr {row['csr_pass']:.2f} zero-var groups {row['zero_var_groups']:.2f} "
                 f"|A_tok| {row['tok_adv_abs']:.3f} clip {row['clip_frac']:.3f} "
-                f"({', '.join(f'{k[2:]} {v:.1f}s' for k, v in times.items())})")
+                f"({', '.join(f'{k[2:]} {v:.1f}s' for k, v in times.items())})"
+                + (" | every advantage 0: no update" if skipped else ""))
+        elif skipped:
+            bar.write(f"[train] step {step + 1}: every advantage is 0 (no group has a reward spread): no update")
 
         done = step + 1
         if args.eval_every and done % args.eval_every == 0 and done < args.steps and eval_prompts:

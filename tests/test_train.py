@@ -155,6 +155,34 @@ def test_resume_gives_the_same_weights(tmp_path, tiny_dir, tiny_disc_dir):
     assert ra == rb
 
 
+def test_step_without_signal_makes_no_update_but_advances_the_schedule(tmp_path, tiny_dir, monkeypatch):
+    # Step 1 gets real advantages, step 2 only zeros. AdamW would still move the weights at step 2 (the momentum of
+    # step 1); train.py skips the update instead, so the checkpoints of steps 1 and 2 hold the same weights.
+    from safetensors.torch import load_file
+    import advantages as adv
+    calls = []
+
+    def fake_grpo_advantages(rewards, eps=1e-6):                 # [P, G] -> [P, G]
+        calls.append(1)
+        return torch.tensor([1.0, -1.0]).expand_as(rewards).clone() if len(calls) == 1 else torch.zeros_like(rewards)
+
+    monkeypatch.setattr(adv, "grpo_advantages", fake_grpo_advantages)
+    out = run(tmp_path, tiny_dir, "--algo", "grpo", "--steps", "2", "--save-every", "1", "--keep-checkpoints", "3",
+              "--eval-prompts", "0")
+    rows = [r for r in metrics(out) if r["kind"] == "train"]
+    assert [r["update_skipped"] for r in rows] == [False, True]
+    assert rows[1]["t_update"] == 0.0 and rows[1]["grad_norm"] == 0.0
+    w0 = load_file(Path(tiny_dir) / "model.safetensors")
+    w1 = load_file(out / "checkpoints" / "step_000001" / "model.safetensors")
+    w2 = load_file(out / "checkpoints" / "step_000002" / "model.safetensors")
+    assert any(not torch.equal(w1[k], w0[k]) for k in w1)          # step 1 learned
+    for k in w1:
+        assert torch.equal(w1[k], w2[k]), k                          # step 2 changed nothing
+    # the schedule moved on as if both steps had been taken: 2 steps x 2 mini-batches, warm-up 1, cosine
+    f = train.lr_lambda(1, 4, "cosine")
+    assert rows[0]["lr"] == pytest.approx(1e-3 * f(2)) and rows[1]["lr"] == pytest.approx(1e-3 * f(4))
+
+
 def test_misconfiguration_errors_come_before_any_work(tmp_path, tiny_dir, tiny_tok):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
