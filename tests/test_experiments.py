@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "experiments"))
@@ -62,3 +63,38 @@ def test_experiment_end_to_end_on_the_tiny_model(tmp_path, tiny_dir, tiny_disc_d
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)   # nothing is redone
     assert again.returncode == 0 and again.stdout.count("already done") == 8   # 2 runs, (base + 2) x 2 benches
     assert "IFEval prompt strict %" in (out / "results.md").read_text()
+
+
+# --- experiments/relevance_std.py ---------------------------------------------------------------------------------
+
+def test_relevance_std_bands_on_literal_rows():
+    import relevance_std
+    w = torch.zeros(2, 2, 4)                                                   # [B=2, K=2, T=4]
+    w[0, 0] = torch.tensor([0.9992, 0.9994, 0.9993, 0.9993])                  # near-constant: sigma 7e-5
+    w[0, 1] = torch.tensor([1.0, 0.0, 0.0, 0.0])                              # one relevant token: sigma 0.43
+    w[1, 0, :2] = torch.tensor([0.0, 0.03])                                   # 2 real tokens, sigma 0.015
+    mask = torch.tensor([[1., 1., 1., 1.], [1., 1., 0., 0.]])
+    criteria = [["a", "b"], ["c"]]                                            # row (1, 1) is a padded slot
+    bands = relevance_std.summarise(w, mask, criteria, floor=0.01)
+    assert [b["rows"] for b in bands] == [1, 0, 1, 1]
+    assert bands[0]["share"] == pytest.approx(1 / 3)
+    assert bands[0]["abs_r_floored"] == pytest.approx(0.005, abs=1e-4)       # |+-1e-4| / 0.01, half the tokens
+    assert bands[0]["abs_r_literal"] > 0.6                                    # noise made unit-size
+    assert bands[3]["abs_r_floored"] == bands[3]["abs_r_literal"] == pytest.approx((3 ** 0.5 + 3 / 3 ** 0.5) / 4,
+                                                                                    rel=1e-4)
+
+
+def test_relevance_std_script(tmp_path, tiny_disc_dir):
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text(json.dumps({"prompt_id": "t1", "response": "a robot note"}) + "\n"
+                       + json.dumps({"prompt_id": "t2", "response": "the sea is wide"}) + "\n")
+    cmd = [sys.executable, "experiments/relevance_std.py", "--discriminator", str(tiny_disc_dir), "--samples",
+           str(samples), "--prompts", DATA, "--out", str(tmp_path / "bands.json")]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "| 0 to 0.001 |" in done.stdout
+    bands = json.loads((tmp_path / "bands.json").read_text())["bands"]
+    assert sum(b["rows"] for b in bands) == 2 + 1                             # t1 has 2 constraints, t2 one
+    samples.write_text(json.dumps({"prompt_id": "nope", "response": "x"}) + "\n")
+    bad = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and f"{samples}:1" in bad.stderr and "nope" in bad.stderr
