@@ -1,5 +1,5 @@
 """
-Experiment: does RTT beat response-level GRPO here? Five variants at equal steps and samples, on the embedded default.
+Experiment: does RTT beat response-level GRPO here? Six variants at equal steps and samples, on the embedded default.
 
     python experiments/variants.py                          # seed 42, one job at a time
     python experiments/variants.py --seeds 1 2 3 --parallel 2 --threads 1   # 3 seeds, two jobs at once
@@ -8,7 +8,8 @@ Experiment: does RTT beat response-level GRPO here? Five variants at equal steps
     python experiments/variants.py --dry-run                # print the commands, run nothing
 
 Every run is `python train.py` with the same settings (train.py's defaults for the device: on a CPU P=2 prompts,
-G=8, 64 new tokens, 5 steps, lr 1e-5) and only the algorithm flags below differing. Then the base model and each
+G=8, 64 new tokens, 5 steps, lr 1e-5) and only the algorithm flags below differing. The five of the issue, plus
+RTT (intra) without the std floor of the token normalisation (advantages.TOKEN_STD_FLOOR), to show what it does. Then the base model and each
 final policy are scored with `evaluate.py --bench heldout` (greedy, the same token cap as training) on the first
 --limit prompts of data/heldout.jsonl, which shares no prompt with the training set; with --ifeval N also on IFEval's
 first N prompts. Results: OUT/results.md (mean ± std over seeds, the exact command of each row), OUT/results.json,
@@ -28,12 +29,13 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-VARIANTS = {  # name -> train.py flags; everything else is the same for all five
+VARIANTS = {  # name -> train.py flags; everything else is the same for all of them
     "grpo-aon": ["--algo", "grpo", "--union", "aon"],
     "grpo-csr": ["--algo", "grpo", "--union", "csr"],
     "rtt-intra": ["--algo", "rtt", "--norm", "intra"],
     "rtt-inter": ["--algo", "rtt", "--norm", "inter"],
     "rtt-random": ["--algo", "rtt", "--norm", "intra", "--relevance", "random"],
+    "rtt-intra-nofloor": ["--algo", "rtt", "--norm", "intra", "--token-std-floor", "0"],   # the formula as printed
 }
 METRICS = ("all_constraints_met_rate", "constraint_rate")
 IFEVAL_METRICS = ("prompt_level_strict_acc", "inst_level_strict_acc")
