@@ -28,10 +28,10 @@ sigma + eps. A trained discriminator rates a "whole response" constraint (no com
 0.9993 +- 0.0001 on every token: a row that is constant up to float noise. Divided by its own sigma ~ 1e-4, that
 noise becomes token advantages of size 1, as large as real credit assignment, pointing wherever the discriminator's
 last digits happen to point; 42 % of (response, constraint) rows of the embedded policy's own samples looked like
-this (README, "The std floor"). The paper's stated behaviour, "a constant row gives 0", is what the floor keeps:
-such a row now gives values ~ 1e-2. A row with one relevant token among n has sigma ~ 1/sqrt(n), 0.016 at n = 4096,
-so at the paper's response length no row with a clearly relevant token is touched. std_floor=0 gives the formula
-as printed, with eps only.
+this (README, "One departure: the std floor"). The paper's stated behaviour, "a constant row gives 0", is what the
+floor keeps: such a row now gives values of size sigma / 0.01 (0.01 at sigma = 1e-4, 0.1 at 1e-3) instead of 1. A
+row with one relevant token among n has sigma ~ 1/sqrt(n), 0.016 at n = 4096, so at the paper's response length no
+row with a clearly relevant token is touched. std_floor=0 gives the formula as printed, with eps only.
 
 Running example used in every docstring: G = 2 responses, K = 2 constraints, T = 4 tokens.
 
