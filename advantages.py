@@ -357,7 +357,8 @@ def combine_advantages(response_adv: torch.Tensor, token_adv: torch.Tensor, resp
 
 
 def reshape_defect_token_advantages(token_rewards: torch.Tensor, scores: torch.Tensor, response_mask: torch.Tensor,
-                                    norm: str = "intra", eps: float = 1e-6, std_floor: float = 0.0) -> torch.Tensor:
+                                    norm: str = "intra", eps: float = 1e-6,
+                                    std_floor: float = TOKEN_STD_FLOOR) -> torch.Tensor:
     """Token advantage as the released code computes it: the cube is reshaped, not transposed (spec §10.1).
 
     The released code keeps one prompt's cube as [G, K, T] (response-major, K = that prompt's real constraints),
@@ -384,7 +385,8 @@ def reshape_defect_token_advantages(token_rewards: torch.Tensor, scores: torch.T
         response_mask: [.., G, T].
         norm: "intra" or "inter".
         eps: added to sigma.
-        std_floor: sigma floor (0, the released code's formula, unless asked).
+        std_floor: sigma floor, the same default as the intended path so that only the defect differs; 0 = the
+            released code's formula.
     Returns:
         [.., G, T] token advantages with the defect; compare with token_advantages(<norm>(r, M), scores).
 

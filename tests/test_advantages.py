@@ -316,6 +316,10 @@ def test_std_floor_silences_near_constant_rows_and_leaves_real_structure():
     assert parts["token_adv"].abs().max() < 0.05
     assert parts0["token_adv"].abs().mean() > 0.3
     close(A, parts["response_adv"][:, None].expand(4, n), atol=0.03)
+    # the reshape-defect reproduction takes the same floor by default: with K = 1 it still equals the intended path
+    s1, r1 = scores[:, :1], token_rewards(scores[:, :1], rel[:, :1])
+    close(reshape_defect_token_advantages(r1, s1, torch.ones(4, n)),
+          token_advantages(intra_sample_token_norm(r1, torch.ones(4, n)), s1), atol=1e-6)
 
 
 def test_intra_is_independent_of_length_tiling():
