@@ -90,14 +90,17 @@ def summarise(out: Path, names: list, seeds: list, commands: dict) -> dict:
     res["base"]["command"] = commands["base"]
     for name in names:
         vals = {}
-        rewards = []
+        rewards, tok_abs = [], []
         for s in seeds:
             for k, v in metrics(f"{name}-seed{s}").items():
                 vals.setdefault(k, []).append(v)
-            rewards.append(np.mean([r["csr_pass"] for r in train_rows(out, f"{name}-seed{s}")]))
+            rows = train_rows(out, f"{name}-seed{s}")
+            rewards.append(np.mean([r["csr_pass"] for r in rows]))
+            tok_abs.append(np.mean([r.get("tok_adv_abs", 0.0) for r in rows]))   # 0 for GRPO: no token term
         res[name] = {k: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
                          "n": len(v)} for k, v in vals.items()}
         res[name]["train_csr_mean"] = float(np.mean(rewards))
+        res[name]["train_tok_adv_abs"] = float(np.mean(tok_abs))
         res[name]["command"] = commands[name]
     return res
 
@@ -109,11 +112,11 @@ def markdown(res: dict, n_prompts: int, n_ifeval: int = 0) -> str:
              for k in IFEVAL_METRICS] if ife else []
     lines = [f"Held-out rubric split, first {n_prompts} prompts" + (f"; IFEval, first {n_ifeval} prompts" if ife else "")
              + "; greedy. Mean ± sample std over seeds where n (seeds) > 1.", "",
-             "| variant | " + " | ".join(c for _, c in cols) + " | n | mean training CSR | command |",
-             "|---|" + "---:|" * (len(cols) + 2) + "---|"]
+             "| variant | " + " | ".join(c for _, c in cols) + " | n | mean training CSR | mean \\|A_tok\\| | command |",
+             "|---|" + "---:|" * (len(cols) + 3) + "---|"]
     pm = lambda v: f"{100 * v['mean']:.1f}" + (f" ± {100 * v['std']:.1f}" if v["n"] > 1 else "")  # noqa: E731
     for name, r in res.items():
-        tr = f"{r['train_csr_mean']:.3f}" if "train_csr_mean" in r else "-"
+        tr = f"{r['train_csr_mean']:.3f} | {r['train_tok_adv_abs']:.2f}" if "train_csr_mean" in r else "- | -"
         lines.append(f"| {name} | " + " | ".join(pm(r[k]) for k, _ in cols)
                      + f" | {r[METRICS[0]]['n']} | {tr} | `{r['command']}` |")
     return "\n".join(lines) + "\n"

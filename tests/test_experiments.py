@@ -14,9 +14,10 @@ import variants  # noqa: E402
 DATA = str(ROOT / "tests" / "fixtures" / "rubrics_tiny.jsonl")
 
 
-def _write_run(out: Path, label: str, rewards: list, all_met: float, met: float):
+def _write_run(out: Path, label: str, rewards: list, all_met: float, met: float, tok_abs: float = 0.0):
     (out / label).mkdir(parents=True)
-    rows = [{"kind": "train", "step": i + 1, "reward": r, "aon_pass": r, "csr_pass": r} for i, r in enumerate(rewards)]
+    rows = [{"kind": "train", "step": i + 1, "reward": r, "aon_pass": r, "csr_pass": r, "tok_adv_abs": tok_abs}
+            for i, r in enumerate(rewards)]
     (out / label / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (out / "eval" / label).mkdir(parents=True)
     (out / "eval" / label / "metrics.json").write_text(json.dumps({"all_constraints_met_rate": all_met,
@@ -27,16 +28,17 @@ def test_summary_is_mean_and_sample_std_over_seeds(tmp_path):
     (tmp_path / "eval" / "base").mkdir(parents=True)
     (tmp_path / "eval" / "base" / "metrics.json").write_text(json.dumps({"all_constraints_met_rate": 0.1,
                                                                         "constraint_rate": 0.3}))
-    _write_run(tmp_path, "grpo-aon-seed1", [0.0, 0.5], 0.2, 0.4)
-    _write_run(tmp_path, "grpo-aon-seed2", [0.5, 1.0], 0.4, 0.6)
+    _write_run(tmp_path, "grpo-aon-seed1", [0.0, 0.5], 0.2, 0.4, tok_abs=0.2)
+    _write_run(tmp_path, "grpo-aon-seed2", [0.5, 1.0], 0.4, 0.6, tok_abs=0.4)
     res = variants.summarise(tmp_path, ["grpo-aon"], [1, 2], {"base": "b", "grpo-aon": "g"})
     a = res["grpo-aon"]["all_constraints_met_rate"]
     assert a["mean"] == pytest.approx(0.3) and a["std"] == pytest.approx(0.1414, abs=1e-4) and a["n"] == 2
     assert res["grpo-aon"]["train_csr_mean"] == pytest.approx(0.5)
+    assert res["grpo-aon"]["train_tok_adv_abs"] == pytest.approx(0.3)
     assert res["base"]["constraint_rate"]["mean"] == 0.3
     md = variants.markdown(res, 100)
-    assert "| grpo-aon | 30.0 ± 14.1 | 50.0 ± 14.1 | 2 | 0.500 | `g` |" in md
-    assert "| base | 10.0 | 30.0 | 1 | - | `b` |" in md
+    assert "| grpo-aon | 30.0 ± 14.1 | 50.0 ± 14.1 | 2 | 0.500 | 0.30 | `g` |" in md
+    assert "| base | 10.0 | 30.0 | 1 | - | - | `b` |" in md
     for label, acc in (("base", 0.25), ("grpo-aon-seed1", 0.5), ("grpo-aon-seed2", 0.75)):  # IFEval columns
         (tmp_path / "eval-ifeval" / label).mkdir(parents=True)
         (tmp_path / "eval-ifeval" / label / "metrics.json").write_text(json.dumps(
