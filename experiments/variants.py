@@ -8,12 +8,12 @@ Experiment: does RTT beat response-level GRPO here? Six variants at equal steps 
     python experiments/variants.py --dry-run                # print the commands, run nothing
 
 Every run is `python train.py` with the same settings (train.py's defaults for the device: on a CPU P=2 prompts,
-G=8, 64 new tokens, 5 steps, lr 1e-5) and only the algorithm flags below differing. The five of the issue, plus
-RTT (intra) without the std floor of the token normalisation (advantages.TOKEN_STD_FLOOR), to show what it does. Then the base model and each
-final policy are scored with `evaluate.py --bench heldout` (greedy, the same token cap as training) on the first
---limit prompts of data/heldout.jsonl, which shares no prompt with the training set; with --ifeval N also on IFEval's
-first N prompts. Results: OUT/results.md (mean ± std over seeds, the exact command of each row), OUT/results.json,
-OUT/curves.png (AON and CSR pass rates of the sampled responses, per step).
+G=8, 64 new tokens, 5 steps, lr 1e-5) and only the algorithm flags below differing: the five of the comparison,
+plus RTT (intra) without the std floor of the token normalisation (advantages.TOKEN_STD_FLOOR), to show what it
+does. Then the base model and each final policy are scored with `evaluate.py --bench heldout` (greedy, the same
+token cap as training) on the first --limit prompts of data/heldout.jsonl, which shares no prompt with the training
+set; with --ifeval N also on IFEval's first N prompts. Results: OUT/results.md (mean ± std over seeds, the exact
+command of each row), OUT/results.json, OUT/curves.png (AON and CSR pass rates of the sampled responses, per step).
 
 Runs and evaluations that already finished are not redone, so a killed experiment continues where it stopped.
 """
@@ -112,7 +112,8 @@ def markdown(res: dict, n_prompts: int, n_ifeval: int = 0) -> str:
              for k in IFEVAL_METRICS] if ife else []
     lines = [f"Held-out rubric split, first {n_prompts} prompts" + (f"; IFEval, first {n_ifeval} prompts" if ife else "")
              + "; greedy. Mean ± sample std over seeds where n (seeds) > 1.", "",
-             "| variant | " + " | ".join(c for _, c in cols) + " | n | mean training CSR | mean \\|A_tok\\| | command |",
+             "| variant | " + " | ".join(c for _, c in cols)
+             + " | n | mean training CSR | mean \\|A_tok\\| | command |",
              "|---|" + "---:|" * (len(cols) + 3) + "---|"]
     pm = lambda v: f"{100 * v['mean']:.1f}" + (f" ± {100 * v['std']:.1f}" if v["n"] > 1 else "")  # noqa: E731
     for name, r in res.items():
