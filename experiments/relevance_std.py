@@ -14,7 +14,6 @@ The verdict s is taken as +1: |r~| does not depend on its sign. Also written as 
 """
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -34,12 +33,8 @@ BANDS = [(0.0, 1e-3), (1e-3, 1e-2), (1e-2, 0.1), (0.1, float("inf"))]   # sigma 
 def rate(disc, tok, responses: list, criteria: list) -> tuple:
     """Relevance w [B, K, T] of every (response, criterion) pair, and the response mask [B, T]."""
     ids = [discriminator.tokenize_response(tok, r)[0] for r in responses]
-    B, T, K = len(ids), max(map(len, ids)), max(map(len, criteria))
-    response_ids = torch.zeros(B, T, dtype=torch.long)                                 # [B, T]
-    mask = torch.zeros(B, T)                                                           # [B, T]
-    for b, i in enumerate(ids):
-        response_ids[b, :len(i)], mask[b, :len(i)] = torch.tensor(i), 1
-    return discriminator.relevance(disc, tok, response_ids, mask, criteria, K), mask
+    response_ids, mask = discriminator.pad_right(ids, discriminator.pad_id_of(tok))   # [B, T], [B, T]
+    return discriminator.relevance(disc, tok, response_ids, mask, criteria, max(map(len, criteria))), mask
 
 
 def summarise(w: torch.Tensor, mask: torch.Tensor, criteria: list, floor: float) -> list:
@@ -81,8 +76,7 @@ def main(argv=None):
     disc_dir = Path(args.discriminator or discriminator.default_dir(args.policy))
     samples = Path(args.samples or disc_dir / "samples.jsonl")
     try:
-        prompts = {p.id: p for p in data.load_rubric_jsonl(ROOT / args.prompts if not os.path.isabs(args.prompts)
-                                                           else args.prompts)}
+        prompts = {p.id: p for p in data.load_rubric_jsonl(ROOT / args.prompts)}   # an absolute path stays as is
         rows = []
         for lineno, row in data.iter_jsonl(samples):
             if len(rows) == args.limit:
