@@ -79,7 +79,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return action.help if action.default is None else super()._get_help_string(action)
 
 
-def parse_args(argv=None):
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=_HelpFormatter)
     g = p.add_argument_group("model and data")
     g.add_argument("--model", default=models.DEFAULT_MODEL,
@@ -157,7 +157,49 @@ def parse_args(argv=None):
     g.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     g.add_argument("--stop-after", type=int, default=None,
                    help="stop after N steps of this invocation, as if killed (to test --resume)")
-    return p.parse_args(argv)
+    g.add_argument("--overwrite", action="store_true",
+                   help="start a new run even if --out holds one (its checkpoints and metrics are deleted)")
+    return p
+
+
+def parse_args(argv=None):
+    return build_parser().parse_args(argv)
+
+
+def given_flags(argv=None) -> set:
+    """The settings the command line actually gave (dest names), as opposed to those left at their default."""
+    parser = build_parser()
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv)))
+
+
+# On --resume every setting comes from the saved run. These may be given again with another value: they steer how
+# the run is carried out (where, how fast, how long, what is printed and kept), not what a step computes.
+# Those of PER_INVOCATION belong to one command, never to the run, and are not taken from the saved settings.
+RESUME_MAY_CHANGE = {"out", "steps", "device", "threads", "no_progress", "save_every", "keep_checkpoints",
+                     "eval_every", "eval_prompts", "eval_data", "micro_batch_tokens", "disc_batch_tokens",
+                     "grad_checkpointing", "judge_url", "judge_name"}
+PER_INVOCATION = {"resume", "stop_after", "overwrite", "plot"}
+
+
+def settings_for_resume(args, saved: dict, given: set, where: str):
+    """The settings of a resumed run: the saved run's, except flags given again that may change (RESUME_MAY_CHANGE).
+
+    A flag given again with the saved value is fine; with another value it is refused, because it would change the
+    algorithm, the data order or the shapes half-way through a run. Settings that did not exist when the run was
+    saved take their current default.
+    """
+    merged = {**vars(args), **{k: v for k, v in saved.items() if k in vars(args) and k not in PER_INVOCATION}}
+    for k in sorted(given):
+        new, old = getattr(args, k), saved.get(k)
+        if k in RESUME_MAY_CHANGE or k in PER_INVOCATION or k not in saved:
+            merged[k] = new
+        elif new != old:
+            flag = "--" + k.replace("_", "-")
+            raise SystemExit(f"error: {flag} {new} contradicts the run being resumed ({where} has {flag} {old}); "
+                             f"resume without {flag}, or start a new run")
+    return argparse.Namespace(**merged)
 
 
 # -----------------------------------------------------------------------------
@@ -306,10 +348,8 @@ def save_checkpoint(out: Path, step: int, model, tokenizer, optimizer, scheduler
     model.save_pretrained(tmp)  # full model; with --lora only the adapter (load it with peft on the base)
     tokenizer.save_pretrained(tmp)
     state = {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
-             "data_position": step * args.prompts_per_step, "args": vars(args)}
-    torch.save(state, tmp / "trainer_state.pt")
+             "rng": get_rng_state(), "data_position": step * args.prompts_per_step, "args": run_settings(args)}
+    torch.save(state, tmp / "trainer_state.pt")  # tensors, numbers, strings, lists, dicts: loads with weights_only
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
     (out / "checkpoints" / "latest").write_text(final.name)
@@ -320,14 +360,74 @@ def save_checkpoint(out: Path, step: int, model, tokenizer, optimizer, scheduler
 
 
 def find_checkpoint(path: str) -> Path:
+    """The checkpoint to resume from: a checkpoint folder, or a run folder's `latest` (else its newest step folder)."""
     p = Path(path)
     if (p / "trainer_state.pt").exists():
         return p
     latest = p / "checkpoints" / "latest"
     if latest.exists() and (p / "checkpoints" / latest.read_text().strip() / "trainer_state.pt").exists():
         return p / "checkpoints" / latest.read_text().strip()
+    steps = sorted(d for d in (p / "checkpoints").glob("step_*") if (d / "trainer_state.pt").exists()
+                   and not d.name.endswith(".tmp"))
+    if steps:  # `latest` missing or dangling (killed between the rename and its write): the newest complete one
+        print(f"[train] {latest} does not name a checkpoint; resuming from the newest one, {steps[-1].name}")
+        return steps[-1]
     raise SystemExit(f"error: --resume {path}: no checkpoint there (expected {p}/checkpoints/latest or a "
                      "checkpoint folder with trainer_state.pt)")
+
+
+def load_trainer_state(ckpt: Path) -> dict:
+    """A checkpoint's trainer state, loaded with weights_only=True: a file in a run folder never runs code."""
+    path = ckpt / "trainer_state.pt"
+    try:
+        return torch.load(path, weights_only=True)
+    except Exception as e:  # pickle payloads, truncated or foreign files: refused, never executed
+        raise SystemExit(f"error: cannot load {path} as a trainer state ({type(e).__name__}: {str(e)[:200]}); "
+                         "it may be damaged or come from an older version: resume from another checkpoint folder")
+
+
+def get_rng_state() -> dict:
+    """Every RNG a step draws from, as tensors and plain lists (so that the state loads with weights_only=True)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"python": random.getstate(), "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss,
+                                                   cached],
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def set_rng_state(rng: dict) -> None:
+    kind, keys, pos, has_gauss, cached = rng["numpy"]
+    random.setstate((rng["python"][0], tuple(rng["python"][1]), rng["python"][2]))
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(rng["torch"])
+    if rng["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+def run_settings(args) -> dict:
+    """What config.json and a checkpoint keep of the command line: the run's settings, not this command's."""
+    return {k: v for k, v in vars(args).items() if k not in PER_INVOCATION}
+
+
+def refuse_to_overwrite_a_run(out: Path, overwrite: bool) -> None:
+    """A new run never mixes into an old one: a folder with checkpoints or metrics is resumed or, if asked, emptied."""
+    holds_run = (out / "metrics.jsonl").exists() or any((out / "checkpoints").glob("step_*"))
+    if holds_run and not overwrite:
+        raise SystemExit(f"error: {out} already holds a run (checkpoints or metrics.jsonl); continue it with "
+                         f"`python train.py --resume {out}`, or pass --overwrite to delete it and start again")
+    if holds_run:
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
+        (out / "metrics.jsonl").unlink(missing_ok=True)
+
+
+def drop_metrics_after(path: Path, step: int) -> None:
+    """Keep only the metric rows of steps <= step (a run killed after logging a step but before its checkpoint)."""
+    if not path.exists():
+        return
+    lines = [l for l in path.read_text().splitlines() if l.strip()]
+    kept = [l for l in lines if json.loads(l).get("step", 0) <= step]
+    if len(kept) != len(lines):
+        path.write_text("".join(l + "\n" for l in kept))
 
 
 PLOTS = [("reward", "mean response reward"), ("aon_pass", "AON pass rate (all constraints met)"),
@@ -444,15 +544,16 @@ def main(argv=None):
 
     # --- configuration checks: everything cheap that can be wrong, before any model is loaded
     resume_ckpt = find_checkpoint(args.resume) if args.resume else None
-    if resume_ckpt is not None:
-        saved = torch.load(resume_ckpt / "trainer_state.pt", weights_only=False)["args"]
-        if args.model == models.DEFAULT_MODEL:  # continue the same run unless told otherwise
-            args.model = saved["model"]
-        for k in RUN_DEFAULTS["cpu"]:  # device-dependent flags not given again: the run's own values
-            if getattr(args, k) is None:
-                setattr(args, k, saved.get(k))
-        args.out = args.out or str(resume_ckpt.parent.parent)
+    trainer_state = None
+    if resume_ckpt is not None:  # the run continues with its own settings; see settings_for_resume
+        trainer_state = load_trainer_state(resume_ckpt)
+        given = given_flags(argv)
+        args = settings_for_resume(args, trainer_state["args"], given, where=str(resume_ckpt))
+        if "out" not in given:
+            args.out = str(resume_ckpt.parent.parent)
     out = Path(args.out or f"runs/{args.algo}-{args.norm}-seed{args.seed}")
+    if resume_ckpt is None:
+        refuse_to_overwrite_a_run(out, args.overwrite)
     device = torch.device(args.device) if args.device else models.default_device()
     fill_run_defaults(args, device.type)
     if args.threads:
@@ -535,17 +636,14 @@ def main(argv=None):
     warmup = args.warmup_steps if args.warmup_steps is not None else max(1, round(0.04 * total_opt_steps))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(warmup, total_opt_steps, args.decay))
     start_step = 0
-    if resume_ckpt is not None:
-        state = torch.load(resume_ckpt / "trainer_state.pt", weights_only=False)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        random.setstate(state["rng"]["python"]), np.random.set_state(state["rng"]["numpy"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if state["rng"]["cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-        start_step = state["step"]
+    if trainer_state is not None:
+        optimizer.load_state_dict(trainer_state["optimizer"])
+        scheduler.load_state_dict(trainer_state["scheduler"])
+        set_rng_state(trainer_state["rng"])
+        start_step = trainer_state["step"]
+        drop_metrics_after(out / "metrics.jsonl", start_step)   # rows of steps the checkpoint does not hold
         log(f"resumed from {resume_ckpt} at step {start_step}")
-    (out / "config.json").write_text(json.dumps(vars(args), indent=2))
+    (out / "config.json").write_text(json.dumps(run_settings(args), indent=2))
     metrics_file = open(out / "metrics.jsonl", "a")
 
     def write_metrics(row):

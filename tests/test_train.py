@@ -134,25 +134,86 @@ def test_one_step_of_each_variant(tmp_path, tiny_dir, tiny_disc_dir, variant):
         assert step[0]["kl"] >= 0.0
 
 
-def test_resume_gives_the_same_weights(tmp_path, tiny_dir, tiny_disc_dir):
+def weights(folder):
     from safetensors.torch import load_file
-    common = ["--steps", "4", "--discriminator", str(tiny_disc_dir), "--save-every", "100", "--eval-prompts", "0"]
-    a = run(tmp_path, tiny_dir, *common, name="one-go")
-    b = run(tmp_path, tiny_dir, *common, "--stop-after", "2", name="two-parts")
+    return load_file(Path(folder) / "model.safetensors")
+
+
+def test_bare_resume_continues_the_same_run(tmp_path, tiny_dir, tiny_disc_dir):
+    # several non-default settings at once; the resumed command gives none of them again
+    settings = ["--steps", "4", "--discriminator", str(tiny_disc_dir), "--save-every", "100", "--eval-prompts", "0",
+                "--seed", "7", "--norm", "inter", "--combine", "mix", "--token-weight", "0.3", "--relevance", "random",
+                "--clip-high", "0.3", "--mini-batches", "1", "--decay", "constant", "--token-std-floor", "0.05"]
+    a = run(tmp_path, tiny_dir, *settings, name="one-go")
+    b = run(tmp_path, tiny_dir, *settings, "--stop-after", "2", name="two-parts")
     assert (b / "checkpoints" / "latest").read_text() == "step_000002"
-    train.main(["--resume", str(b), "--train-data", DATA, "--eval-data", DATA, "--eval-prompts", "0",
-                "--prompts-per-step", "2", "--group-size", "2", "--max-new-tokens", "8", "--lr", "1e-3",
-                "--no-progress", "--micro-batch-tokens", "64", *common])
-    wa = load_file(a / "checkpoints" / "step_000004" / "model.safetensors")
-    wb = load_file(b / "checkpoints" / "step_000004" / "model.safetensors")
-    w0 = load_file(Path(tiny_dir) / "model.safetensors")
+    train.main(["--resume", str(b)])
+    wa, wb = weights(a / "checkpoints" / "step_000004"), weights(b / "checkpoints" / "step_000004")
+    w0 = weights(tiny_dir)
     assert wa.keys() == wb.keys()
     assert any(not torch.equal(wa[k], w0[k]) for k in wa)          # training moved the weights
     for k in wa:
         assert torch.equal(wa[k], wb[k]), k
-    ra = [r["reward"] for r in metrics(a) if r["kind"] == "train"]
-    rb = [r["reward"] for r in metrics(b) if r["kind"] == "train"]
-    assert ra == rb
+    assert [r["reward"] for r in metrics(a)] == [r["reward"] for r in metrics(b)]
+    saved = json.loads((b / "config.json").read_text())
+    assert (saved["seed"], saved["norm"], saved["combine"], saved["token_weight"], saved["relevance"],
+            saved["clip_high"], saved["mini_batches"], saved["decay"], saved["token_std_floor"], saved["steps"]) == \
+        (7, "inter", "mix", 0.3, "random", 0.3, 1, "constant", 0.05, 4)
+    assert "stop_after" not in saved and "resume" not in saved   # one command's flags, not the run's
+
+
+def test_resume_keeps_algo_and_refuses_contradicting_flags(tmp_path, tiny_dir, capsys):
+    out = run(tmp_path, tiny_dir, "--algo", "grpo", "--union", "csr", "--seed", "7", "--steps", "3", "--stop-after",
+              "1", "--eval-prompts", "0", name="grpo")
+    capsys.readouterr()
+    train.main(["--resume", str(out), "--stop-after", "1", "--threads", "1"])   # may change: how the run is carried out
+    log = capsys.readouterr().out
+    assert "algo grpo union csr" in log and "steps 1->3" in log
+    saved = json.loads((out / "config.json").read_text())
+    assert (saved["algo"], saved["union"], saved["seed"]) == ("grpo", "csr", 7)
+    for flag, value, was in [("--algo", "rtt", "grpo"), ("--seed", "8", "7"), ("--group-size", "4", "2"),
+                             ("--lr", "0.01", "0.001")]:
+        with pytest.raises(SystemExit, match=f"{flag} {value} contradicts .*{flag} {was}"):
+            train.main(["--resume", str(out), flag, value])
+    train.main(["--resume", str(out), "--algo", "grpo", "--seed", "7"])        # the saved values again: fine
+    assert [r["step"] for r in metrics(out) if r["kind"] == "train"] == [1, 2, 3]
+
+
+def test_a_new_run_never_overwrites_an_old_one(tmp_path, tiny_dir):
+    out = run(tmp_path, tiny_dir, "--algo", "grpo", "--steps", "1", "--eval-prompts", "0", name="kept")
+    before = (out / "metrics.jsonl").read_text()
+    with pytest.raises(SystemExit, match="already holds a run.*--resume.*--overwrite"):
+        run(tmp_path, tiny_dir, "--algo", "grpo", "--steps", "1", "--eval-prompts", "0", name="kept")
+    assert (out / "metrics.jsonl").read_text() == before and (out / "checkpoints" / "step_000001").exists()
+    run(tmp_path, tiny_dir, "--algo", "grpo", "--steps", "1", "--eval-prompts", "0", "--overwrite", name="kept")
+    assert len([r for r in metrics(out) if r["kind"] == "train"]) == 1
+
+
+def test_resume_drops_metric_rows_past_the_checkpoint_and_survives_a_dangling_latest(tmp_path, tiny_dir):
+    out = run(tmp_path, tiny_dir, "--algo", "grpo", "--union", "csr", "--steps", "3", "--stop-after", "1",
+              "--eval-prompts", "0", name="killed")
+    row = [r for r in metrics(out) if r["kind"] == "train"][0]
+    with open(out / "metrics.jsonl", "a") as f:          # step 2 logged, then killed before its checkpoint
+        f.write(json.dumps({**row, "step": 2}) + "\n")
+    (out / "checkpoints" / "latest").write_text("step_000002")   # and `latest` names a folder that never came
+    train.main(["--resume", str(out)])
+    assert [r["step"] for r in metrics(out) if r["kind"] == "train"] == [1, 2, 3]
+
+
+def test_a_checkpoint_never_runs_code(tmp_path, tiny_dir):
+    out = run(tmp_path, tiny_dir, "--algo", "grpo", "--steps", "2", "--stop-after", "1", "--eval-prompts", "0",
+              name="evil")
+    marker = tmp_path / "payload-ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    state = out / "checkpoints" / "step_000001" / "trainer_state.pt"
+    torch.save({"step": 1, "x": Payload()}, state)
+    with pytest.raises(SystemExit, match="cannot load .*trainer_state.pt"):
+        train.main(["--resume", str(out)])
+    assert not marker.exists()
 
 
 def test_step_without_signal_makes_no_update_but_advances_the_schedule(tmp_path, tiny_dir, monkeypatch):
