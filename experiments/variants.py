@@ -198,8 +198,8 @@ def main(argv=None):
             return
         print(f"[variants] {label}: training ...", flush=True)
         run_dir.mkdir(parents=True, exist_ok=True)
-        if (run_dir / "checkpoints" / "latest").exists():
-            cmd = [*cmd, "--resume", str(run_dir)]
+        # a checkpoint: continue from it; none (killed before the first one): start that run again
+        cmd = [*cmd, "--resume", str(run_dir)] if final_checkpoint(run_dir) else [*cmd, "--overwrite"]
         sec = run(cmd, out / f"{label}.train.log")
         print(f"[variants] {label}: trained in {sec / 60:.1f} min", flush=True)
 
