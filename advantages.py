@@ -38,10 +38,10 @@ Running example used in every docstring: G = 2 responses, K = 2 constraints, T =
     response 0 (4 tokens): meets c_0 (token 0 relevant), meets c_1 (tokens 2, 3 relevant)   s_0 = [+1, +1]
     response 1 (2 tokens): meets c_0 (token 1 relevant), fails c_1 (token 0 relevant)       s_1 = [+1, -1]
 
-Reproducing the released code (spec §10). We implement the intended math; two functions reproduce the released
+Reproducing the released code (spec §10). We implement the intended math; three functions reproduce the released
 code's defects so that a notebook or `rtt_advantages(..., reference_quirks=True)` can show what they do:
-`reshape_defect_token_advantages` (§10.1, reshape instead of transpose) and `truncate_relevance_like_reference`
-(§10.2, relevance cut to {0, 1}). The ablation baselines `random_relevance` and `uniform_relevance` are here too.
+`reshape_defect_token_advantages` (§10.1, reshape instead of transpose), `truncate_relevance_like_reference`
+(§10.2, relevance cut to {0, 1}) and `zero_relevance_at` (§10.5, EOS never relevant, found by `stop_token_mask`). The ablation baselines `random_relevance` and `uniform_relevance` are here too.
 
 Tests: `.venv/bin/pytest -q tests/test_advantages.py` (they also run every example below as a doctest).
 """
@@ -457,6 +457,39 @@ def truncate_relevance_like_reference(relevance: torch.Tensor) -> torch.Tensor:
     return (p_bf16 >= 1.0).to(dtype)                                # [..] int64 truncation: only 1.0 survives
 
 
+def stop_token_mask(response_ids: torch.Tensor, response_mask: torch.Tensor, special_ids) -> torch.Tensor:
+    """True on the real response tokens from the first special token on (EOS, and anything after it in the mask).
+
+        stop[i, t] = M[i, t] and (some t' <= t has response_ids[i, t'] in special_ids)
+
+    This is what the released discriminator worker never sees: it cuts its input at the first special token. For a
+    response that ended with EOS it is the EOS position; for one cut off at the token cap it is empty.
+
+    Example (special id 2 = EOS; response 1 was cut off, so it has none):
+        >>> ids = torch.tensor([[5, 6, 2, 0], [5, 6, 7, 8]])
+        >>> stop_token_mask(ids, torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]]), [2])
+        tensor([[False, False,  True, False],
+                [False, False, False, False]])
+    """
+    special = torch.isin(response_ids, torch.as_tensor(list(special_ids), device=response_ids.device))   # [.., T]
+    return (special.cumsum(-1) > 0) & (response_mask != 0)                                               # [.., T]
+
+
+def zero_relevance_at(relevance: torch.Tensor, stop_mask: torch.Tensor) -> torch.Tensor:
+    """Relevance 0 on the stop tokens, as the released code has it (spec §10.5): w[i, k, t] = 0 where stop[i, t].
+
+    The released worker scatters the discriminator's weights into a zero buffer cut at the first special token,
+    while the response mask still covers EOS. So EOS is never relevant, and on a row rated ~1 everywhere else the
+    intra-sample normalisation puts about -sqrt(n - 1) * s on the stop token: a failed constraint rewards stopping,
+    a met one punishes it.
+
+    Example (one row rated 1 on five tokens, the sixth is EOS):
+        >>> zero_relevance_at(torch.ones(1, 1, 6), torch.tensor([[0, 0, 0, 0, 0, 1]]).bool())
+        tensor([[[1., 1., 1., 1., 1., 0.]]])
+    """
+    return torch.where(stop_mask.unsqueeze(-2), 0.0, relevance)    # [.., G, K, T]
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # ablation baselines for the relevance (what if the discriminator knew nothing?)
 
@@ -530,10 +563,13 @@ def uniform_relevance(response_mask: torch.Tensor, K: int) -> torch.Tensor:
 # everything in one call (for the training loop and the notebooks)
 
 
+EOS_MODES = ("discriminator", "zero", "exclude")
+
+
 def rtt_advantages(scores: torch.Tensor, relevance: torch.Tensor, response_mask: torch.Tensor,
                    union: str = "aon", norm: str = "intra", combine: str = "add", weight: float = 0.5,
-                   reference_quirks: bool = False, eps: float = 1e-6,
-                   std_floor: float = TOKEN_STD_FLOOR) -> tuple[torch.Tensor, dict]:
+                   reference_quirks: bool = False, eps: float = 1e-6, std_floor: float | None = None,
+                   stop_mask: torch.Tensor | None = None, eos: str | None = None) -> tuple[torch.Tensor, dict]:
     """RTT-GRPO advantages, spec §3 -> §5 -> §6 in one call.
 
         R = response_rewards(s, union)                 A_res = grpo_advantages(R)
@@ -549,10 +585,16 @@ def rtt_advantages(scores: torch.Tensor, relevance: torch.Tensor, response_mask:
         combine: "add" (A_res + lambda A_tok, paper) or "mix" ((1 - lambda) A_res + lambda A_tok).
         weight: lambda (0.5 in every released config).
         reference_quirks: reproduce the released code: relevance cut to {0, 1}
-            (truncate_relevance_like_reference) and the reshape defect (reshape_defect_token_advantages).
+            (truncate_relevance_like_reference), the reshape defect (reshape_defect_token_advantages), EOS
+            relevance 0 (zero_relevance_at) and no std floor, unless eos / std_floor say otherwise.
         eps: added to every std.
-        std_floor: floor of the token normalisations' sigma (module docstring); 0 = the paper's formula. With
-            reference_quirks the released code had none: pass 0 to reproduce it exactly.
+        std_floor: floor of the token normalisations' sigma (module docstring); 0 = the paper's formula. None: 0
+            with reference_quirks (the released code had none), else TOKEN_STD_FLOOR.
+        stop_mask: [.., G, T] True on the stop tokens (stop_token_mask); None = no response has one (all were
+            cut off at the token cap), so eos then changes nothing.
+        eos: what the stop token's relevance is. "discriminator" (ours): as rated, like any other token; "zero":
+            0, as in the released code; "exclude": the stop token is left out of the token normalisation and gets
+            A_tok = 0 (it keeps A_res). None: "zero" with reference_quirks, else "discriminator".
     Returns:
         (A [.., G, T], parts) where parts holds the intermediate tensors: "rewards" [.., G], "response_adv" [.., G],
         "relevance" [.., G, K, T] (as used, after truncation if reference_quirks), "token_rewards" [.., G, K, T],
@@ -578,18 +620,29 @@ def rtt_advantages(scores: torch.Tensor, relevance: torch.Tensor, response_mask:
                          f"for relevance {tuple(relevance.shape)}")
     if norm not in ("intra", "inter"):
         raise ValueError(f"token normalisation must be 'intra' or 'inter', got {norm!r}")
+    std_floor = (0.0 if reference_quirks else TOKEN_STD_FLOOR) if std_floor is None else std_floor
+    eos = ("zero" if reference_quirks else "discriminator") if eos is None else eos
+    if eos not in EOS_MODES:
+        raise ValueError(f"eos must be one of {EOS_MODES}, got {eos!r}")
+    if stop_mask is None:
+        stop_mask = torch.zeros(response_mask.shape, dtype=torch.bool, device=response_mask.device)   # none
     relevance = relevance.to(_float_dtype(scores, relevance))       # [.., G, K, T] bf16/int -> float32
     if reference_quirks:
         relevance = truncate_relevance_like_reference(relevance)    # [.., G, K, T] in {0, 1}
+    if eos == "zero":
+        relevance = zero_relevance_at(relevance, stop_mask)         # [.., G, K, T] 0 on the stop tokens
+    token_mask = response_mask != 0                                 # [.., G, T] tokens the normalisation sees
+    if eos == "exclude":
+        token_mask = token_mask & ~stop_mask                        # [.., G, T] stop tokens out: A_tok = 0 there
     rewards = response_rewards(scores, union)                       # [.., G]
     response_adv = grpo_advantages(rewards, eps)                    # [.., G]
     r = token_rewards(scores, relevance)                            # [.., G, K, T]
     if reference_quirks:
         normed = None
-        token_adv = reshape_defect_token_advantages(r, scores, response_mask, norm, eps, std_floor)  # [.., G, T]
+        token_adv = reshape_defect_token_advantages(r, scores, token_mask, norm, eps, std_floor)    # [.., G, T]
     else:
         normalise = intra_sample_token_norm if norm == "intra" else inter_sample_token_norm
-        normed = normalise(r, response_mask, eps, std_floor)        # [.., G, K, T]
+        normed = normalise(r, token_mask, eps, std_floor)           # [.., G, K, T]
         token_adv = token_advantages(normed, scores)                # [.., G, T]
     A = combine_advantages(response_adv, token_adv, response_mask, combine, weight)   # [.., G, T]
     parts = {"rewards": rewards, "response_adv": response_adv, "relevance": relevance, "token_rewards": r,

@@ -59,8 +59,8 @@ from rollout import add_sampling_args, generate_rollout
 # P=4, 256 new tokens took 6.5 min there (update 3 min), so the CPU run is small; its lr is 10x the paper's because
 # the run has only 10 optimizer steps (a choice, not a tuned value). The GPU values are a short version of the paper's.
 RUN_DEFAULTS = {
-    "cpu": dict(prompts_per_step=2, max_new_tokens=64, steps=5, lr=1e-5, eval_prompts=16),
-    "cuda": dict(prompts_per_step=4, max_new_tokens=256, steps=10, lr=1e-6, eval_prompts=32),
+    "cpu": dict(prompts_per_step=2, max_new_tokens=64, steps=5, lr=1e-5, eval_prompts=16, decay="cosine"),
+    "cuda": dict(prompts_per_step=4, max_new_tokens=256, steps=10, lr=1e-6, eval_prompts=32, decay="linear"),
 }
 
 
@@ -104,11 +104,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--discriminator", default=None,
                    help="trained discriminator folder (default: built offline for the policy if missing)")
     g.add_argument("--reference-quirks", action="store_true",
-                   help="reproduce the released code's defects: reshape(K,G,T) cube and {0,1}-truncated relevance")
-    g.add_argument("--token-std-floor", type=float, default=adv.TOKEN_STD_FLOOR,
-                   help="floor on sigma in the token normalisations (ours, not in the paper): a 'whole response' "
-                        "constraint rated ~0.999 on every token then gives ~0 instead of noise scaled to size 1; "
-                        "0 = the paper's formula as printed")
+                   help="reproduce the released code's defects: reshape(K,G,T) cube, {0,1}-truncated relevance, "
+                        "EOS relevance 0 and no std floor (the last two unless --eos-relevance / --token-std-floor)")
+    g.add_argument("--token-std-floor", type=float, default=None,
+                   help=f"floor on sigma in the token normalisations (ours, not in the paper): a row whose sigma is "
+                        f"below it is scaled by sigma/floor, so a 'whole response' constraint rated ~0.999 on every "
+                        f"token gives ~0 instead of noise scaled to size 1; 0 = the paper's formula as printed "
+                        f"(default {adv.TOKEN_STD_FLOOR}; 0 with --reference-quirks)")
+    g.add_argument("--eos-relevance", choices=adv.EOS_MODES, default=None,
+                   help="relevance of the stop token: as the discriminator rates it (ours), zero (the released "
+                        "code: the stop token then takes about -sqrt(n-1)*s), or exclude it from the token advantage "
+                        "(it keeps A_res) (default: discriminator; zero with --reference-quirks)")
     g.add_argument("--group-size", type=int, default=8, help="G, responses per prompt (paper: 8)")
     g.add_argument("--prompts-per-step", type=int, default=None,
                    help="P, prompts per step (paper: 64; default 2 on CPU, 4 on GPU)")
@@ -120,9 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "1e-6 on GPU)")
     g.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (paper: 0)")
     g.add_argument("--warmup-steps", type=int, default=None,
-                   help="linear warm-up, in optimizer steps (paper: 20 RL steps of 500; default 4%% of the run)")
-    g.add_argument("--decay", choices=["cosine", "constant"], default="cosine",
-                   help="after warm-up: cosine decay to 0.1*lr, or constant")
+                   help="linear warm-up, in optimizer steps (paper: 20 optimizer steps of its 1000, i.e. 10 of 500 "
+                        "RL steps at 2 optimizer steps each; default 4%% of the run's optimizer steps, so that a "
+                        "short run is not all warm-up)")
+    g.add_argument("--decay", choices=["linear", "cosine", "constant"], default=None,
+                   help="after warm-up: linear decay to 0 (paper: ROLL's default schedule), cosine decay to "
+                        "0.1*lr, or constant (default linear on GPU, cosine on CPU, where the runs measured so far "
+                        "used it)")
     g.add_argument("--mini-batches", type=int, default=2,
                    help="optimizer steps per rollout batch, one PPO epoch (reference: 2)")
     g.add_argument("--clip-low", type=float, default=0.2, help="PPO epsilon_low (paper: 0.2)")
@@ -487,13 +497,16 @@ def skip_optimizer_steps(scheduler, n: int) -> None:
 
 
 def lr_lambda(warmup: int, total: int, decay: str):
+    """The learning-rate multiplier of optimizer step i (0-based): warm-up, then the decay."""
     def f(i):
         if i < warmup:
             return (i + 1) / warmup
-        if decay == "constant":
-            return 1.0
-        progress = (i - warmup) / max(1, total - warmup)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        progress = min(1.0, (i - warmup) / max(1, total - warmup))      # 0 after warm-up, 1 at the end
+        if decay == "linear":
+            return 1.0 - progress
+        if decay == "cosine":
+            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+        return 1.0
     return f
 
 
@@ -556,6 +569,10 @@ def main(argv=None):
         refuse_to_overwrite_a_run(out, args.overwrite)
     device = torch.device(args.device) if args.device else models.default_device()
     fill_run_defaults(args, device.type)
+    if args.token_std_floor is None:  # --reference-quirks means the released behaviour: no floor, EOS relevance 0
+        args.token_std_floor = 0.0 if args.reference_quirks else adv.TOKEN_STD_FLOOR
+    if args.eos_relevance is None:
+        args.eos_relevance = "zero" if args.reference_quirks else "discriminator"
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
@@ -652,7 +669,8 @@ def main(argv=None):
 
     log(f"policy {args.model} on {device} | algo {args.algo} union {args.union}"
         + (f" norm {args.norm} combine {args.combine} lambda {args.token_weight} relevance {args.relevance}"
-           if args.algo == "rtt" else "")
+           f" eos {args.eos_relevance} std-floor {args.token_std_floor}"
+           + (" reference-quirks" if args.reference_quirks else "") if args.algo == "rtt" else "")
         + f" | P={args.prompts_per_step} G={args.group_size} steps {start_step}->{args.steps} | run folder {out}")
     if start_step == 0 and eval_prompts:
         with amp:
@@ -711,10 +729,12 @@ def main(argv=None):
                 if args.relevance == "random":
                     gen = torch.Generator(device=relevance.device).manual_seed(args.seed * 7919 + step)
                     relevance = adv.random_relevance(relevance, mask.view(Pk, G, T), gen)
+            stop = adv.stop_token_mask(ro.response_ids, mask, tokenizer.all_special_ids)       # [B, T]
             advantage, parts = adv.rtt_advantages(scores.view(Pk, G, K), relevance, mask.view(Pk, G, T),
                                                   union=args.union, norm=args.norm, combine=args.combine,
                                                   weight=args.token_weight, reference_quirks=args.reference_quirks,
-                                                  std_floor=args.token_std_floor)
+                                                  std_floor=args.token_std_floor, stop_mask=stop.view(Pk, G, T),
+                                                  eos=args.eos_relevance)
             advantage = advantage.reshape(Pk * G, T)                                        # [B, T]
             tok_adv = parts["token_adv"].reshape(Pk * G, T)
         else:

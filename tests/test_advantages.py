@@ -250,6 +250,93 @@ def test_reference_quirks_chain_truncation_and_defect():
     close(A, combine_advantages(grpo_advantages(response_rewards(scores, "aon")), tok, mask), atol=1e-6)
 
 
+def released_token_only_adv_rubrics_mean(scores, probs, response_ids, response_mask, special_ids):
+    """A line-by-line rendering of the released pipeline for one prompt (docs/method.md, "the released code"),
+    written independently of advantages.py: the discriminator worker cuts each response at its first special token
+    and scatters bf16 weights into a zero int64 buffer; the token rewards s*w are reshaped (not permuted) to
+    [K, G, T]; each row is normalised over the mask of the response its position names; the mean over rubrics."""
+    G, K, T = probs.shape
+    weights = torch.zeros(G, K, T, dtype=torch.int64)
+    for g in range(G):
+        ids = response_ids[g].tolist()
+        cut = next((t for t, i in enumerate(ids) if i in special_ids), T)
+        weights[g, :, :cut] = probs[g, :, :cut].to(torch.bfloat16).to(torch.int64)
+    rewards = scores[:, :, None].to(torch.float32) * weights                 # [G, K, T]
+    rewards = rewards * response_mask[:, None, :]                            # 0 on padding
+    wrong = rewards.reshape(K, G, T)
+    out = torch.zeros(K, G, T)
+    for k in range(K):
+        for g in range(G):
+            m = response_mask[g].float()
+            row = wrong[k, g]
+            mu = (row * m).sum() / m.sum()
+            sd = (((row - mu) * m) ** 2).sum().div(m.sum()).sqrt()
+            out[k, g] = (row - mu) / (sd + 1e-6) * m
+    return out.mean(0)                                                       # [G, T]
+
+
+def test_reference_quirks_eos_relevance_is_zero_like_the_released_code():
+    # G = 2, K = 1, six tokens, the last one EOS (id 2); the constraint is rated 0.9995 on every token; s = [+1, -1]
+    ids = torch.tensor([[5, 6, 7, 8, 9, 2], [5, 6, 7, 8, 9, 2]])
+    mask = torch.ones(2, 6)
+    probs = torch.full((2, 1, 6), 0.9995)
+    scores = torch.tensor([[1], [-1]])
+    stop = advantages.stop_token_mask(ids, mask, [2])
+    A, parts = rtt_advantages(scores, probs, mask, reference_quirks=True, stop_mask=stop)
+    port = released_token_only_adv_rubrics_mean(scores, probs, ids, mask, [2])
+    close(parts["token_adv"], port, atol=1e-5)
+    r = math.sqrt(1 / 5)                                                     # (1 - 5/6) / sqrt(5/36) = 0.447
+    close(parts["token_adv"], [[r] * 5 + [-math.sqrt(5)], [-r] * 5 + [math.sqrt(5)]], atol=1e-4)
+    # the intended path: the same row is flat (every token relevant), so no token advantage at all
+    _, ours = rtt_advantages(scores, probs, mask, stop_mask=stop)
+    close(ours["token_adv"], torch.zeros(2, 6), atol=0)
+    # a response cut off at the cap has no EOS: nothing to zero, the row stays flat
+    cut = advantages.stop_token_mask(torch.tensor([[5, 6, 7, 8, 9, 10]] * 2), mask, [2])
+    close(rtt_advantages(scores, probs, mask, reference_quirks=True, stop_mask=cut)[1]["token_adv"],
+          torch.zeros(2, 6), atol=0)
+
+
+def test_reference_quirks_port_matches_on_a_random_batch():
+    gen = torch.Generator().manual_seed(5)
+    G, K, T = 4, 3, 10
+    probs = torch.sigmoid(torch.randn(G, K, T, generator=gen) * 4 + 6)
+    scores = torch.where(torch.rand(G, K, generator=gen) < 0.5, 1, -1)
+    lengths = [10, 7, 10, 4]
+    mask = torch.tensor([[1.] * n + [0.] * (T - n) for n in lengths])
+    ids = torch.randint(3, 50, (G, T), generator=gen)
+    ids[1, 6] = 2                                                             # responses 1 and 3 ended with EOS
+    ids[3, 3] = 2
+    stop = advantages.stop_token_mask(ids, mask, [2])
+    _, parts = rtt_advantages(scores, probs, mask, reference_quirks=True, stop_mask=stop)
+    close(parts["token_adv"], released_token_only_adv_rubrics_mean(scores, probs, ids, mask, [2]), atol=1e-5)
+
+
+def test_eos_excluded_gets_no_token_advantage_and_leaves_the_others_alone():
+    ids = torch.tensor([[5, 6, 7, 2]])
+    mask = torch.ones(1, 4)
+    w = torch.tensor([[[1., 0., 0., 1.]]])                                   # EOS rated relevant
+    stop = advantages.stop_token_mask(ids, mask, [2])
+    A, parts = rtt_advantages(torch.tensor([[-1]]), w, mask, stop_mask=stop, eos="exclude")
+    # the first three tokens normalised among themselves: [-1, 0, 0] -> [-1.4142, 0.7071, 0.7071]; EOS 0
+    close(parts["token_adv"], [[-1.4142, 0.7071, 0.7071, 0.0]], atol=1e-4)
+    close(A, parts["token_adv"] * 0.5, atol=1e-6)                           # G = 1: A_res = 0
+    _, kept = rtt_advantages(torch.tensor([[-1]]), w, mask, stop_mask=stop)  # ours: EOS blamed like any token
+    assert kept["token_adv"][0, 3] < 0
+
+
+def test_reference_quirks_default_to_no_std_floor():
+    n = 20_000                                                               # one relevant token: sigma ~ 0.0071
+    w = torch.zeros(1, 1, n)
+    w[0, 0, 0] = 1.0
+    mask = torch.ones(1, n)
+    quirks = rtt_advantages(torch.tensor([[1]]), w, mask, reference_quirks=True)[1]["token_adv"]
+    floor0 = rtt_advantages(torch.tensor([[1]]), w, mask, reference_quirks=True, std_floor=0)[1]["token_adv"]
+    ours = rtt_advantages(torch.tensor([[1]]), w, mask)[1]["token_adv"]
+    close(quirks, floor0, atol=0)
+    assert quirks[0, 0] == pytest.approx(math.sqrt(n - 1), rel=1e-3)        # the formula as printed
+    assert ours[0, 0] == pytest.approx(math.sqrt(n - 1) * (1 / math.sqrt(n)) / 0.01, rel=1e-3)   # scaled by sigma/floor
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # properties
 

@@ -113,6 +113,7 @@ def metrics(out):
     ["--algo", "rtt", "--relevance", "random"],
     ["--algo", "rtt", "--relevance", "uniform"],
     ["--algo", "rtt", "--reference-quirks"],
+    ["--algo", "rtt", "--eos-relevance", "exclude", "--decay", "linear"],
     ["--algo", "grpo", "--kl", "0.1"],
     ["--algo", "rtt", "--lora", "4", "--kl", "0.1"],
 ])
@@ -130,6 +131,12 @@ def test_one_step_of_each_variant(tmp_path, tiny_dir, tiny_disc_dir, variant):
     assert (out / "curves.png").exists()
     if "rtt" in variant and "uniform" not in variant:
         assert "relevance_mean" in step[0]
+    config = json.loads((out / "config.json").read_text())
+    if "--reference-quirks" in variant:      # the released behaviour: no std floor, EOS never relevant
+        assert (config["token_std_floor"], config["eos_relevance"]) == (0.0, "zero")
+    else:
+        eos = variant[variant.index("--eos-relevance") + 1] if "--eos-relevance" in variant else "discriminator"
+        assert (config["token_std_floor"], config["eos_relevance"]) == (0.01, eos)
     if "--kl" in variant:
         assert step[0]["kl"] >= 0.0
 
@@ -271,6 +278,14 @@ def test_run_defaults_depend_on_the_device_and_flags_win():
     assert (cpu.prompts_per_step, cpu.max_new_tokens, cpu.steps, cpu.lr) == (2, 64, 5, 1e-5)
     gpu = train.fill_run_defaults(train.parse_args(["--steps", "3"]), "cuda")
     assert (gpu.prompts_per_step, gpu.max_new_tokens, gpu.steps, gpu.lr) == (4, 256, 3, 1e-6)
+    assert (cpu.decay, gpu.decay) == ("cosine", "linear")                    # GPU: the paper's (ROLL's) schedule
+
+
+def test_linear_schedule_warms_up_then_decays_to_zero():
+    f = train.lr_lambda(2, 6, "linear")                                      # 2 warm-up steps of 6
+    assert [f(i) for i in range(7)] == pytest.approx([0.5, 1.0, 1.0, 0.75, 0.5, 0.25, 0.0])
+    g = train.lr_lambda(2, 6, "cosine")                                      # ours on a CPU: down to 0.1 * lr
+    assert g(6) == pytest.approx(0.1) and g(2) == pytest.approx(1.0)
 
 
 def test_script_help_and_subprocess_smoke(tmp_path, tiny_dir, tiny_disc_dir):
