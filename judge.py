@@ -199,7 +199,8 @@ Generated Text:
 Criteria Item:
 {criterion}
 
-Does the Generated Text fulfil the Criteria Item? Answer YES or NO."""
+Judge only whether the Generated Text satisfies this Criteria Item, and do not let the other requirements of the \
+Input (if any) affect your verdict. Does the Generated Text fulfil the Criteria Item? Answer YES or NO."""
 MAX_RESPONSE_CHARS = 8000  # a longer response is shortened in its middle (the reference cut the prompt's tail)
 
 

@@ -204,6 +204,9 @@ def test_judge_prompt_shows_description_not_dict_repr():
     assert "Criteria Item:\nThe note mentions that foxes are clever." in text
     assert "Input:\nWrite a note about foxes." in text and "Generated Text:\nFoxes are clever." in text
     assert "{'" not in text and "YES or NO" in text
+    # the verdicts of one response stay independent: the judge is told to judge only this item (spec §7)
+    assert "Judge only whether the Generated Text satisfies this Criteria Item" in text
+    assert "do not let the other requirements of the Input (if any) affect your verdict" in text
     long = judge.judge_messages("instr", "x" * 50_000, "the criterion", max_response_chars=1000)[0]["content"]
     assert long.rstrip().endswith("Answer YES or NO.") and "the criterion" in long  # the tail is never cut
     assert len(long) < 2000
