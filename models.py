@@ -161,12 +161,16 @@ def load_token_classifier(name: str, device=None, dtype=None):
     """A backbone with a one-logit-per-token head (the relevance discriminator, spec §4).
 
     A folder saved by `discriminator.py train` already has its trained head; a plain LM gets a new head, initialised
-    with weights ~ N(0, std = 1/(hidden+1)) and zero bias, as in the reference code's value head.
+    with weights ~ N(0, std = 1/(hidden+1)) and zero bias, as in the reference code's value head. No dropout before
+    the head, as in the reference value head (transformers would add p = 0.1 when the config names none).
     """
     from transformers import AutoModelForTokenClassification
     device = torch.device(device) if device is not None else default_device()
     dtype = dtype or default_dtype(device)
     model = _from_pretrained(AutoModelForTokenClassification, name, dtype=dtype, num_labels=1)
+    model.config.classifier_dropout = 0.0  # saved with the folder, so a reload builds the head without dropout too
+    if isinstance(getattr(model, "dropout", None), torch.nn.Dropout):
+        model.dropout.p = 0.0
     head = model.score if hasattr(model, "score") else model.classifier
     if getattr(model.config, "rtt_head_trained", False) is not True:
         with torch.no_grad():

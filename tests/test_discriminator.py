@@ -327,6 +327,16 @@ def test_cli_train_eval_show_smoke(tiny_dir, tiny_tok, tmp_path):
         assert e.value.code == 0
 
 
+def test_discriminator_head_has_no_dropout(tiny_dir):
+    import models
+    model = models.load_token_classifier(str(tiny_dir), device="cpu")     # a plain LM folder: new head
+    assert model.config.classifier_dropout == 0.0
+    assert all(m.p == 0.0 for m in model.modules() if isinstance(m, torch.nn.Dropout))
+    model.train()                                                           # training mode changes nothing
+    x = torch.tensor([[5, 6, 7, 8]])
+    assert torch.equal(model(input_ids=x).logits, model(input_ids=x).logits)
+
+
 # ---- the embedded model (one short test) -------------------------------------------------------------------------
 
 @pytest.mark.real_model
@@ -334,6 +344,7 @@ def test_real_model_alignment_and_labels():
     import models
     tok = models.load_tokenizer("smollm2-135m")
     model = models.load_token_classifier("smollm2-135m", device="cpu")
+    assert model.dropout.p == 0.0 and model.config.classifier_dropout == 0.0   # like the reference value head
     text = "P.S. The cabin 😊 is warm."
     ids, mask = _rollout_like(tok, [text, "Ok."])
     crit = [["Include keywords ['cabin'] in the response.", "Please use an emoji at the end of every sentence."],
