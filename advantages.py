@@ -1,7 +1,7 @@
 """
 RTT advantages: from judge verdicts and token relevance to one advantage per response token.
 
-This file is the math of RTT (spec §3, §5, §6 of `../shared/rtt-spec.md`), as pure functions on tensors: no model,
+This file is the math of RTT (spec §3, §5, §6 of `docs/method.md`), as pure functions on tensors: no model,
 no I/O, nothing to configure. One group is one prompt's G responses; every function also accepts a leading batch of
 groups (`[P, G, ...]`) and never mixes statistics across groups.
 
@@ -16,7 +16,7 @@ groups (`[P, G, ...]`) and never mixes statistics across groups.
     6. RTT-GRPO advantage (§6)             A_it = (A_res_i + lambda * A_tok_it) * M_it  combine_advantages
     all six in one call                                                                rtt_advantages
 
-Conventions (contract.md): scores `s [G, K]` are +1 met, -1 not met, 0 = padded/absent constraint slot; relevance
+Conventions (docs/method.md §2): scores `s [G, K]` are +1 met, -1 not met, 0 = padded/absent constraint slot; relevance
 `w [G, K, T]` is in [0, 1]; `response_mask M [G, T]` is 1 on real response tokens (EOS included). Whatever the input
 dtypes (bf16 relevance, int8 scores, bool masks) the math runs in float32, or float64 if a float64 tensor comes in.
 Population std (masked) for the token normalisations, unbiased std for GRPO, eps = 1e-6. A row whose values are all

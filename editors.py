@@ -4,7 +4,7 @@ Offline rule-based minimal modification: the label source that needs no LLM and 
 The paper (spec §4) labels a response token as relevant to constraint c_k by *minimal modification*: take a response
 that meets every constraint, edit it as little as possible so that only c_k is violated, and mark what changed.
 The paper asks an LLM to make both the response and the edits. Here a program does it, for every constraint family
-of our bundled training set (contract.md), in three steps per (prompt, policy sample):
+of our bundled training set (data/make_data.py), in three steps per (prompt, policy sample):
 
 1. `clean_base`  keep the plain sentences of a policy sample (markdown, brackets, digits-in-structure, non-ASCII
                  dropped; at most ~60 words). A 135M policy rarely meets its constraints, so we do not wait for it to.
@@ -40,7 +40,7 @@ import random
 import re
 from dataclasses import dataclass, field
 
-FAMILIES = [  # contract.md, fixed list (IFEval ids then IFBench ids)
+FAMILIES = [  # the families of data/make_data.py, fixed list (IFEval ids then IFBench ids)
     "keywords:existence", "keywords:frequency", "keywords:forbidden_words", "keywords:letter_frequency",
     "length_constraints:number_words", "length_constraints:number_sentences", "length_constraints:number_paragraphs",
     "detectable_content:postscript", "detectable_content:number_placeholders", "detectable_format:number_bullet_lists",
@@ -789,7 +789,7 @@ EDITORS = {
     "count:numbers": _edit_numbers,
     "format:emoji": _edit_emoji,
 }
-assert sorted(EDITORS) == sorted(FAMILIES), "one editor per family of contract.md"
+assert sorted(EDITORS) == sorted(FAMILIES), "one editor per family of data/make_data.py"
 
 
 @dataclass
