@@ -84,4 +84,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["trl"]:  # python bench.py trl [...]: the same step on TRL's GRPOTrainer, side by side
+        from scale import bench_trl
+        sys.exit(bench_trl.main(sys.argv[2:]))
     main()
