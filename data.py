@@ -29,35 +29,46 @@ Also read, and converted on load (`load_rubric_jsonl` tells them apart by their 
   with the registry's description and every rubric string not equal to one of those becomes an LLM-judged item.
   A rubric string starting with "[rule]" is a VerIF-style rule function: the rest is its Python source.
 
-Bad rows raise `DataError` naming the file, the line and the field.
+Bad rows raise `DataError` naming the file, the line and the field; so do checker kwargs that would make the
+official checker judge another constraint than the one stated (`validate_kwargs`, below).
 """
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from errors import ProjectError
+
 MAX_CONSTRAINTS = 20  # the reference caps K at 20 (spec §7); `max_constraints` changes it, <= 0 means no cap
 ROLES = {"system", "user", "assistant"}
 
 
-class DataError(ValueError):
-    """A bad row: `file`, `line` (1-based) and `field` say where."""
+class DataError(ProjectError, ValueError):
+    """A bad row: `file`, `line` (1-based) and `field` say where, `message` what is wrong with it."""
 
     def __init__(self, file, line, field, message):
-        self.file, self.line, self.field = str(file), line, field
+        self.file, self.line, self.field, self.message = str(file), line, field, message
         super().__init__(f"{file}:{line}: field {field!r}: {message}")
 
 
 def iter_jsonl(path):
-    """(line number, JSON object) for each non-blank line of a JSONL file; DataError names the line otherwise.
+    """(line number, JSON object) for each non-blank line of a JSONL file; DataError names the line otherwise
+    (malformed JSON, not UTF-8, nested too deeply for Python's parser, not an object).
     Every JSONL reader of the project goes through here (data, judge, discriminator, evaluate)."""
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with open(path, "rb") as f:  # bytes, decoded line by line: a decoding error then has its exact line number
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")  # a byte-order mark is tolerated
+            except UnicodeDecodeError as e:
+                raise DataError(path, lineno, "<text>", f"not UTF-8 text (byte {raw[e.start]:#04x} at column "
+                                                        f"{e.start + 1}); save the file as UTF-8") from None
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
                 raise DataError(path, lineno, "<json>", f"malformed JSON: {e}") from None
+            except RecursionError:
+                raise DataError(path, lineno, "<json>", "JSON nested too deeply to read") from None
             if not isinstance(row, dict):
                 raise DataError(path, lineno, "<json>", f"expected a JSON object, got {type(row).__name__}")
             yield lineno, row
@@ -123,7 +134,8 @@ def load_rubric_jsonl(path, max_constraints: int = MAX_CONSTRAINTS, llm_judge: b
     max_constraints: a row with more rubric items is an error (<= 0: no cap).
     llm_judge: whether an LLM judge will be available. Without one, an unknown instruction id is an error; with one,
       the item keeps its description, loses its checker and goes to the LLM judge.
-    check_kwargs: build every checker once to reject kwargs the registry does not accept (e.g. a misspelt key).
+    check_kwargs: check every checker's kwargs against what its instruction expects (`validate_kwargs`: a misspelt
+      key, a string for a list, a negative count, an argument the checker would make up at random).
     """
     path = Path(path)
     out, seen = [], set()
@@ -195,7 +207,7 @@ def parse_row(row: dict, file="<row>", line=0, max_constraints=MAX_CONSTRAINTS, 
     if max_constraints and max_constraints > 0 and len(items) > max_constraints:
         raise err("rubrics", f"{len(items)} constraints, more than the cap of {max_constraints} "
                              f"(max_constraints / --max-constraints)")
-    _check_items(items, messages, err, llm_judge, check_kwargs)
+    _check_items(items, messages, err, llm_judge, check_kwargs, fmt)
     pid = str(pid) if pid is not None else f"{Path(str(file)).stem}:{line}"
     meta = row.get("meta", {}) if isinstance(row.get("meta", {}), dict) else {}
     return RubricPrompt(id=pid, messages=messages, rubrics=items, source=str(source), meta=meta)
@@ -291,8 +303,8 @@ def _item(r, fld, err) -> RubricItem:
     return RubricItem(description=desc.strip(), checker=checker, code=code)
 
 
-def _check_items(items, messages, err, llm_judge, check_kwargs):
-    """Unknown ids, bad kwargs, missing descriptions (filled from the registry)."""
+def _check_items(items, messages, err, llm_judge, check_kwargs, fmt="rtt"):
+    """Unknown ids, bad kwargs (validate_kwargs), missing descriptions (filled from the registry)."""
     if not any(it.checker for it in items):
         return
     import judge  # the registries live there (NLTK set-up included)
@@ -300,24 +312,143 @@ def _check_items(items, messages, err, llm_judge, check_kwargs):
     for k, it in enumerate(items):
         if it.checker is None:
             continue
+        # where item k's checker came from in the row (checker items come first in the converted formats)
+        id_field, kwargs_field = {"ifeval": (f"instruction_id_list[{k}]", f"kwargs[{k}]"),
+                                  "hir": (f"ground_truth.instruction_id_list[{k}]", f"ground_truth.kwargs[{k}]")
+                                  }.get(fmt, (f"rubrics[{k}].checker.instruction_id", f"rubrics[{k}].checker.kwargs"))
         iid = it.checker["instruction_id"]
         if not judge.has_checker(iid):
             if not llm_judge:
-                raise err(f"rubrics[{k}].checker.instruction_id",
-                          f"unknown instruction id {iid!r} and no LLM judge configured "
-                          "(pass an LLM judge, or use an IFEval / IFBench id)")
+                raise err(id_field, f"unknown instruction id {iid!r} and no LLM judge configured "
+                                    "(pass an LLM judge, or use an IFEval / IFBench id)")
             if not it.description:
                 raise err(f"rubrics[{k}].description", f"unknown instruction id {iid!r} and no description "
                                                        "for the LLM judge to read")
             it.checker = None
             continue
-        if check_kwargs or not it.description:
+        if check_kwargs:
+            try:
+                text = validate_kwargs(iid, it.checker["kwargs"], prompt, benchmark_quirks=fmt == "ifeval")
+            except KwargsError as e:
+                raise err(f"{kwargs_field}.{e.key}" if e.key else kwargs_field, str(e)) from None
+        elif not it.description:
             try:
                 text = judge.describe(iid, it.checker["kwargs"], prompt)
             except judge.CheckerError as e:
-                raise err(f"rubrics[{k}].checker.kwargs", str(e)) from None
-            if not it.description:
-                it.description = text
+                raise err(kwargs_field, str(e)) from None
+        if not it.description:
+            it.description = text
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Checker kwargs: what each instruction expects
+#
+# The official checkers do not refuse bad kwargs, they work around them, and the verdict is then about another
+# constraint than the one the data states: `keywords: "brother"` (a string) is read letter by letter, so "My brother
+# bought a boat." passes; a missing keyword list, a negative count (`num_words: -5`) or a missing relation is
+# replaced by a RANDOM value. So every kwarg is checked against its kind below, and the checker is then built once
+# while watching `random` (judge.build_watching_random): if it drew anything, an argument was missing or out of
+# range. None values are dropped first, as the official scorer does (hub copies of IFEval fill every key with None).
+
+KWARG_KINDS = {
+    **dict.fromkeys(["num_words", "num_sentences", "num_paragraphs", "num_bullets", "num_highlights",
+                     "num_placeholders", "num_sections", "frequency", "let_frequency", "capital_frequency", "N",
+                     "small_n", "min_words", "max_words", "n_start", "n_end"], "count"),   # whole number >= 0
+    **dict.fromkeys(["nth_paragraph", "n", "m"], "position"),                               # whole number >= 1
+    **dict.fromkeys(["relation", "let_relation", "capital_relation"], "relation"),          # "less than" / "at least"
+    **dict.fromkeys(["keywords", "forbidden_words"], "words"),                              # non-empty list of str
+    **dict.fromkeys(["keyword", "keyword1", "keyword2", "keyword3", "keyword4", "keyword5", "word", "first_word",
+                     "end_phrase", "postscript_marker", "section_spliter", "sep", "options", "prompt_to_repeat",
+                     "reference_text", "language"], "text"),                                # non-empty str
+    "letter": "letter",                                                                     # one character
+    "percentage": "percent",                                                                # 0 to 100
+}
+KWARG_KINDS_BY_ID = {("sentence:keyword", "N"): "position"}  # "the N-th sentence": N = 0 would read the last one
+RELATIONS = ("less than", "at least")
+# Values the benchmarks' own rows leave to chance, accepted in IFEval-format rows only (the official scores were made
+# that way; our run_checker seeds `random`, so the draw is the same every run): IFEval keys 1122 and 1129 ask for
+# the letter "#" / "!" (not a-z: upstream draws a letter), IFBench's repeat:repeat_span has `n_start: 0` (falsy:
+# upstream draws a start).
+BENCHMARK_QUIRKS = {("keywords:letter_frequency", "letter"), ("repeat:repeat_span", "n_start")}
+
+
+class KwargsError(ValueError):
+    """Bad kwargs for one checker; `key` names the argument (None: the kwargs as a whole)."""
+
+    def __init__(self, key, message):
+        self.key = key
+        super().__init__(message)
+
+
+def _kind_error(kind: str, value) -> str | None:
+    """Why `value` is not of `kind` (None when it is)."""
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    whole = is_number and float(value).is_integer()  # IFBench's own file writes counts as floats (2.0)
+    if kind == "count" and not (whole and value >= 0):
+        return f"expected a whole number >= 0, got {value!r}"
+    if kind == "position" and not (whole and value >= 1):
+        return f"expected a whole number >= 1 (a 1-based position), got {value!r}"
+    if kind == "relation" and value not in RELATIONS:
+        return f"expected one of {list(RELATIONS)}, got {value!r}"
+    if kind == "words" and not (isinstance(value, list) and value
+                                and all(isinstance(w, str) and w.strip() for w in value)):
+        return f"expected a non-empty list of words (strings), got {value!r:.80}"
+    if kind == "text" and not (isinstance(value, str) and value.strip()):
+        return f"expected a non-empty string, got {value!r:.80}"
+    if kind == "letter" and not (isinstance(value, str) and len(value) == 1):
+        return f"expected one letter, got {value!r:.80}"
+    if kind == "percent" and not (is_number and 0 <= value <= 100):
+        return f"expected a number from 0 to 100, got {value!r}"
+    return None
+
+
+def validate_kwargs(instruction_id: str, kwargs: dict, prompt: str = "", benchmark_quirks: bool = False) -> str:
+    """Check one checker's kwargs against what its instruction expects; returns the registry's description.
+
+    Raises KwargsError naming the argument: a key the checker does not take, a value of the wrong kind (a string
+    for a list, a negative or fractional count, an unknown relation), min_words > max_words, n_start >= n_end, or
+    an argument the checker would draw at random (missing or out of its range). judge.CheckerError: unknown id.
+    benchmark_quirks: accept BENCHMARK_QUIRKS (IFEval-format rows).
+    """
+    import judge
+    given = {k: v for k, v in kwargs.items() if v is not None}
+    takes = judge.checker_arg_names(instruction_id)
+    for key, value in given.items():
+        if takes is not None and key not in takes:
+            raise KwargsError(key, f"{instruction_id} takes no argument {key!r} "
+                                   f"(it takes: {', '.join(takes) if takes else 'none'})")
+        kind = KWARG_KINDS_BY_ID.get((instruction_id, key), KWARG_KINDS.get(key))
+        problem = _kind_error(kind, value) if kind else None
+        if problem:
+            raise KwargsError(key, problem)
+    if given.get("min_words", 0) > given.get("max_words", float("inf")):
+        raise KwargsError("min_words", f"min_words {given['min_words']} is above max_words {given['max_words']}")
+    if "n_start" in given and given.get("n_end", float("inf")) <= given["n_start"]:
+        raise KwargsError("n_end", f"n_end {given['n_end']} is not after n_start {given['n_start']}")
+    try:
+        description, used, drew = judge.build_watching_random(instruction_id, given, prompt)
+    except judge.CheckerError as e:
+        raise KwargsError(None, str(e)) from None
+    if drew:
+        invented = [k for k in used if k not in given] + [k for k in used if k in given and used[k] != given[k]
+                                                          and not _same_up_to_order_and_case(used[k], given[k])]
+        if benchmark_quirks and invented and all((instruction_id, k) in BENCHMARK_QUIRKS for k in invented):
+            return description
+        key = invented[0] if invented else None
+        shown = ", ".join(f"{k}={given[k]!r}" if k in given else f"{k} missing" for k in invented) or "its kwargs"
+        raise KwargsError(key, f"{instruction_id}: {shown}: the checker would make up a random value instead "
+                               f"({', '.join(f'{k}={used[k]!r}' for k in invented)}); give "
+                               f"{'it' if len(invented) == 1 else 'them'} explicitly, within range")
+    return description
+
+
+def _same_up_to_order_and_case(used, given) -> bool:
+    """The checkers sort keyword lists, lower-case letters and strip strings: not a random draw."""
+    if isinstance(used, list) and isinstance(given, list):
+        return sorted(set(map(str, used))) == sorted(set(map(str, given)))
+    if isinstance(used, str) and isinstance(given, str):
+        return used.strip().lower() == given.strip().lower()
+    return False
 
 
 def save_rubric_jsonl(prompts: list[RubricPrompt], path) -> None:

@@ -18,7 +18,8 @@ Routing, per rubric item (`data.RubricItem`):
 
 How this departs from the reference code (spec §10.3) and why:
 - The LLM judge is shown the criterion's natural-language description, not a Python dict repr.
-- The reply parser is strict by default: the first word of the reply must be YES or NO. The reference parser
+- The reply parser is strict by default: the first word of the reply must be YES or NO, and no YES / NO of the
+  other kind may stand outside quotes ("Yes, I can judge that. The answer is NO." is unparseable). The reference parser
   ("lenient": `yes` anywhere wins, checked before `no`) is available as `parser="lenient"`; a response that says
   "answer YES" can steer the lenient parser, see tests/test_judge.py.
 - An over-long judge prompt is shortened in the middle of the *response* (never the tail, which would cut off the
@@ -31,12 +32,15 @@ before NLTK is imported, and keeps the IFBench module from calling `nltk.downloa
 """
 import argparse
 import concurrent.futures
+import functools
+import http.client
 import importlib.util
 import json
 import logging
 import os
 import random
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -44,6 +48,9 @@ import types
 import urllib.error
 import urllib.request
 from collections import Counter, defaultdict
+
+import errors
+from errors import ProjectError
 
 log = logging.getLogger("rtt.judge")
 
@@ -140,6 +147,57 @@ def _build(instruction_id: str, kwargs: dict | None, prompt: str):
     return checker, description
 
 
+@functools.lru_cache(maxsize=None)
+def checker_arg_names(instruction_id: str) -> tuple[str, ...] | None:
+    """The kwargs an instruction's checker takes (None: any, for the IFBench `custom:*` ids that take **kwargs)."""
+    import inspect
+    reg = _load_registries()
+    if instruction_id not in reg:
+        raise CheckerError(f"unknown instruction id {instruction_id!r} (not in the IFEval or IFBench registry)")
+    params = inspect.signature(reg[instruction_id].build_description).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return tuple(p.name for p in params if p.name != "self")
+
+
+_RANDOM_DRAWS = ("choice", "randint", "sample", "random", "randrange", "choices", "shuffle", "uniform")
+
+
+def build_watching_random(instruction_id: str, kwargs: dict | None, prompt: str = "") -> tuple[str, dict, bool]:
+    """(description, the checker's own arguments after building, whether it drew anything from `random`).
+
+    The checkers fill in what they are not given with random values (a missing keyword list, a negative count, an
+    unknown letter); a draw while building means the verdict would be about a constraint the data never stated.
+    The registries call `random.randint(...)` etc. through the module, so replacing those functions for the
+    duration of the build sees every draw. Seeded like `describe`, and `random` is restored afterwards.
+    """
+    drawn = []
+    real = {name: getattr(random, name) for name in _RANDOM_DRAWS}
+
+    def watched(name):
+        def draw(*a, **k):
+            drawn.append(name)
+            return real[name](*a, **k)
+        return draw
+
+    state = random.getstate()
+    random.seed(0)
+    for name in _RANDOM_DRAWS:
+        setattr(random, name, watched(name))
+    try:
+        checker, description = _build(instruction_id, kwargs, prompt)
+        return description, dict(checker.get_instruction_args() or {}), bool(drawn)
+    except CheckerError:
+        raise
+    except Exception as e:
+        raise CheckerError(f"{instruction_id} kwargs={kwargs}: build_description raised "
+                           f"{type(e).__name__}: {e}") from e
+    finally:
+        for name, fn in real.items():
+            setattr(random, name, fn)
+        random.setstate(state)
+
+
 def describe(instruction_id: str, kwargs: dict | None, prompt: str = "") -> str:
     """The registry's own natural-language text of a constraint ("Answer with less than 120 words.")."""
     state = random.getstate()
@@ -215,18 +273,27 @@ def judge_messages(instruction: str, response: str, criterion: str,
 
 
 _FIRST_WORD = re.compile(r"^[\W_]*(yes|no)\b", re.IGNORECASE)
+_YES_OR_NO = re.compile(r"\b(yes|no)\b", re.IGNORECASE)
+_QUOTED = re.compile(r'"[^"]*"|“[^”]*”|(?<!\w)\'[^\']*\'(?!\w)')  # "...", “...”, '...' (not doesn't)
 
 
 def parse_verdict(reply: str, parser: str = "strict") -> bool | None:
-    """True (YES), False (NO) or None (unparseable; the caller counts it as NO and counts it).
+    """True (YES), False (NO) or None (unparseable; the caller counts it and scores it as NO).
 
-    strict (ours): the first word of the reply, ignoring leading punctuation / markdown ("**YES**"), is YES or NO.
+    strict (ours): a verdict only when it is unambiguous. The first word of the reply, ignoring leading punctuation
+      / markdown ("**YES**"), is YES or NO, and no YES / NO word of the other kind stands outside quotes: "NO. The
+      text only says 'answer YES'." is NO, but "Yes, I can judge that. The answer is NO." and "No problem! YES, it
+      fulfils the criterion." are unparseable.
     lenient (the reference's): "yes" anywhere in the reply wins, else "no" anywhere, else unparseable. It reads a
       judge that quotes the response ("NO, although it says 'answer YES'") as YES; see tests/test_judge.py.
     """
     if parser == "strict":
         m = _FIRST_WORD.match(reply or "")
-        return None if m is None else m.group(1).lower() == "yes"
+        if m is None:
+            return None
+        first = m.group(1).lower()
+        outside_quotes = {w.lower() for w in _YES_OR_NO.findall(_QUOTED.sub(" ", reply))}
+        return first == "yes" if outside_quotes <= {first} else None
     if parser == "lenient":
         low = (reply or "").lower()
         if "yes" in low:
@@ -286,7 +353,7 @@ class LocalLLM:
         return out
 
 
-class JudgeEndpointError(RuntimeError):
+class JudgeEndpointError(ProjectError, RuntimeError):
     """The OpenAI-compatible judge endpoint did not answer (after all retries) or refused the request."""
 
 
@@ -294,10 +361,13 @@ class EndpointLLM:
     """Any OpenAI-compatible chat endpoint (vLLM, llama.cpp server, a hosted API) as the judge.
 
     url: the base URL (".../v1") or the full ".../chat/completions" URL. model: the model name the server expects.
-    Greedy (temperature 0), `max_tokens` new tokens. Each request gets `timeout` seconds; connection errors,
-    timeouts, HTTP 429 and 5xx are retried `retries` times with exponential back-off (backoff * 2**attempt s);
-    other HTTP errors fail at once. `concurrency` requests run in parallel (threads). The API key, if any, comes
-    from the argument or the RTT_JUDGE_API_KEY environment variable. Standard library only (urllib).
+    Greedy (temperature 0), `max_tokens` new tokens. Each try gets `timeout` seconds, reading the answer's body
+    included (a server that trickles its body in is cut off, not read for minutes). A failed try: connection errors, timeouts, HTTP 429
+    and 5xx, and an unusable answer (not JSON, another shape than {"choices": [{"message": {"content": str}}]},
+    larger than MAX_REPLY_BYTES, cut short); failed tries are retried `retries` times with exponential back-off
+    (backoff * 2**attempt s). Other HTTP errors fail at once. `concurrency` requests run in parallel (threads).
+    The API key, if any, comes from the argument or the RTT_JUDGE_API_KEY environment variable. Standard library
+    only (urllib).
     """
 
     def __init__(self, url: str, model: str = "default", timeout: float = 60.0, retries: int = 4,
@@ -319,27 +389,58 @@ class EndpointLLM:
             if attempt:
                 time.sleep(self.backoff * 2 ** (attempt - 1))
             try:
-                req = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
-                with urllib.request.urlopen(req, timeout=self.timeout) as r:
-                    reply = json.loads(r.read().decode("utf-8"))
-                return reply["choices"][0]["message"]["content"] or ""
+                return reply_content(self._post(body, headers))
             except urllib.error.HTTPError as e:
                 last = f"HTTP {e.code} {e.reason}"
                 if e.code != 429 and e.code < 500:
                     raise JudgeEndpointError(f"judge endpoint {self.url} refused the request: {last}: "
-                                             f"{e.read()[:300]!r}") from None
-            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
+                                             f"{e.read()[:300]!r}, check --judge-url and --judge-name") from None
+            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError, http.client.HTTPException) as e:
                 last = f"{type(e).__name__}: {getattr(e, 'reason', e)}"
-            except (KeyError, IndexError, ValueError) as e:
-                last = f"malformed reply ({type(e).__name__}: {e})"
+            except (ValueError, RecursionError) as e:  # not JSON / not UTF-8 / another shape / nested too deeply
+                last = f"unusable answer ({type(e).__name__}: {str(e)[:200]})"
             log.warning("judge endpoint %s: attempt %d/%d failed: %s", self.url, attempt + 1, self.retries + 1, last)
         raise JudgeEndpointError(f"judge endpoint {self.url} is down: no answer after {self.retries + 1} tries "
                                  f"(timeout {self.timeout}s each); last error: {last}. Is the server running "
                                  f"(e.g. `vllm serve MODEL`) and does --judge-url point at its /v1?")
 
+    def _post(self, body: bytes, headers: dict):
+        """POST and read the answer as JSON within `timeout` seconds in all. urllib's own timeout bounds each
+        socket operation, not the request: the body is read in pieces and the clock checked between them."""
+        deadline = time.monotonic() + self.timeout
+        req = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
+        with urllib.request.urlopen(req, timeout=self.timeout) as r:
+            pieces, size = [], 0
+            while piece := r.read1(65536):
+                pieces.append(piece)
+                size += len(piece)
+                if size > MAX_REPLY_BYTES:
+                    raise ValueError(f"answer larger than {MAX_REPLY_BYTES} bytes")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"answer not complete after {self.timeout}s ({size} bytes so far)")
+        return json.loads(b"".join(pieces).decode("utf-8"))
+
     def generate(self, conversations: list[list[dict]]) -> list[str]:
         with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, self.concurrency)) as pool:
             return list(pool.map(self._one, conversations))
+
+
+MAX_REPLY_BYTES = 1 << 20  # a YES/NO answer is a few hundred bytes; anything past 1 MiB is not a judge's answer
+
+
+def reply_content(reply) -> str:
+    """The text of an OpenAI chat-completions answer; ValueError when the JSON has another shape.
+
+    >>> reply_content({"choices": [{"message": {"role": "assistant", "content": "YES"}}]})
+    'YES'
+    """
+    choices = reply.get("choices") if isinstance(reply, dict) else None
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise ValueError(f"no choices[0] in the answer: {str(reply)[:120]}")
+    message = choices[0].get("message")
+    if not isinstance(message, dict) or not isinstance(message.get("content"), str):
+        raise ValueError(f"choices[0].message.content is not a string: {str(choices[0])[:120]}")
+    return message["content"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -373,27 +474,53 @@ def _limit_child():  # runs in the child before exec (POSIX): cap its memory and
 def run_rule_code(code: str, responses: list[str], timeout: float = 10.0) -> list[bool | None]:
     """Run `evaluate(response) -> bool` from `code` on each response in a separate Python process.
 
-    The child is started with `python -I` (no site/user paths from the environment), gets the responses on stdin,
-    is killed after `timeout` seconds, and on POSIX is capped at 2 GiB of memory. This keeps data from running
-    inside the trainer's process, but it is NOT a security sandbox (the code can still read and write files):
-    only enable rule code (`allow_rule_code=True`, `--allow-rule-code`) for data you trust.
-    Returns one verdict per response; None where the function raised (or for all, if the code failed/timed out).
+    The child is started with `python -I` (no site/user paths from the environment) in a process group of its own,
+    gets the responses on stdin, and on POSIX is capped at 2 GiB of memory. After `timeout` seconds, and in any case
+    once it has answered, the whole group is killed: a process the rule code started cannot outlive it. This keeps
+    data from running inside the trainer's process, but it is NOT a security sandbox (the code can still read and
+    write files): only enable rule code (`allow_rule_code=True`, `--allow-rule-code`) for data you trust.
+    Returns exactly one verdict per response: None where the function raised, and None for all when the code failed,
+    timed out, or answered with anything but one true/false/null per response (a short list is never padded).
     """
+    failed = [None] * len(responses)
+    posix = os.name == "posix"
+    child = subprocess.Popen([sys.executable, "-I", "-c", _RULE_RUNNER], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=posix,
+                             preexec_fn=_limit_child if posix else None)
     try:
-        done = subprocess.run([sys.executable, "-I", "-c", _RULE_RUNNER],
-                              input=json.dumps({"code": code, "responses": responses}), capture_output=True,
-                              text=True, timeout=timeout,
-                              preexec_fn=_limit_child if os.name == "posix" else None)
-        result = json.loads(done.stdout.strip().splitlines()[-1]) if done.stdout.strip() else {}
+        stdout, _ = child.communicate(json.dumps({"code": code, "responses": responses}), timeout=timeout)
     except subprocess.TimeoutExpired:
+        _kill_group(child)
+        child.communicate()  # reap it, close the pipes
         log.warning("rule code timed out after %.0fs: %.80r", timeout, code)
-        return [None] * len(responses)
-    except (ValueError, IndexError):
-        result = {}
-    if "verdicts" not in result:
-        log.warning("rule code failed (%s): %.80r", result.get("error", f"exit {done.returncode}"), code)
-        return [None] * len(responses)
-    return result["verdicts"]
+        return failed
+    _kill_group(child)  # it has answered: anything it left running in the background goes too
+    try:
+        result = json.loads(stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError, RecursionError):
+        result = None
+    if not isinstance(result, dict) or "verdicts" not in result:
+        why = result.get("error") if isinstance(result, dict) else None
+        log.warning("rule code failed (%s): %.80r", why or f"exit {child.returncode}, no verdicts", code)
+        return failed
+    verdicts = result["verdicts"]
+    if not isinstance(verdicts, list) or len(verdicts) != len(responses) \
+            or not all(v is None or isinstance(v, bool) for v in verdicts):
+        log.warning("rule code answered %.80r for %d responses (one true/false per response expected): all "
+                    "counted as rule-code errors: %.80r", verdicts, len(responses), code)
+        return failed
+    return verdicts
+
+
+def _kill_group(child: subprocess.Popen) -> None:
+    """Kill the rule-code child and every process it started: its process group (POSIX), or the child alone."""
+    if os.name == "posix":
+        try:
+            os.killpg(child.pid, signal.SIGKILL)  # the group id is the child's pid (start_new_session)
+        except (ProcessLookupError, PermissionError):
+            pass  # the group is empty already
+    else:
+        child.kill()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -493,7 +620,7 @@ class Judge:
             dt = time.perf_counter() - t0
             st["seconds_rule_code"] += dt
             fam_sec["rule_code"] += dt
-            for (b, k), v in zip(pairs, verdicts):
+            for (b, k), v in zip(pairs, verdicts, strict=True):  # run_rule_code answers one per response
                 if v is None:
                     st["rule_code_errors"] += 1
                     self._warn("rule code failed for prompt %s item %d", prompts[prompt_index[b]].id, k)
@@ -570,45 +697,56 @@ def main(argv=None):
     ap.add_argument("--judge-model", default=None, help="local LLM judge (alias, folder or hub id), e.g. smollm2-135m")
     ap.add_argument("--judge-url", default=None, help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
     ap.add_argument("--judge-name", default="default", help="model name sent to --judge-url")
-    ap.add_argument("--judge-timeout", type=float, default=60.0, help="seconds per endpoint request")
-    ap.add_argument("--judge-retries", type=int, default=4, help="retries per endpoint request (exp. back-off)")
-    ap.add_argument("--judge-concurrency", type=int, default=8, help="parallel endpoint requests")
-    ap.add_argument("--judge-batch", type=int, default=16, help="batch size of the local LLM judge")
+    ap.add_argument("--judge-timeout", type=errors.positive_float, default=60.0,
+                    help="seconds per endpoint request, the whole answer included")
+    ap.add_argument("--judge-retries", type=errors.non_negative_int, default=4,
+                    help="retries per endpoint request (exp. back-off)")
+    ap.add_argument("--judge-concurrency", type=errors.positive_int, default=8, help="parallel endpoint requests")
+    ap.add_argument("--judge-batch", type=errors.positive_int, default=16, help="batch size of the local LLM judge")
     ap.add_argument("--parser", choices=["strict", "lenient"], default="strict",
-                    help="YES/NO parser: strict = first word (ours); lenient = 'yes' anywhere (the reference)")
+                    help="YES/NO parser: strict = an unambiguous first word (ours); lenient = 'yes' anywhere "
+                         "(the reference)")
     ap.add_argument("--max-constraints", type=int, default=20, help="K cap per prompt (spec: 20); <= 0: none")
     ap.add_argument("--allow-rule-code", action="store_true",
                     help="run Python rule functions found in the data, in a subprocess with a time limit")
+    ap.add_argument("--rule-timeout", type=errors.positive_float, default=10.0,
+                    help="seconds per rule-function process (with --allow-rule-code)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
+    # the files first: a bad row is reported before a local judge model spends a minute loading
+    prompts = load_rubric_jsonl(args.data, args.max_constraints, llm_judge=bool(args.judge_url or args.judge_model))
+    by_id = {p.id: i for i, p in enumerate(prompts)}
+    rows = load_responses(args.responses)
+    missing = sorted({pid for pid, _ in rows if pid not in by_id})
+    if missing:
+        raise errors.UsageError(f"{len(missing)} ids of {args.responses} are not in {args.data} (e.g. "
+                                f"{missing[:3]}), score responses against the rubric file they were made for")
     llm = None
     if args.judge_url:
         llm = EndpointLLM(args.judge_url, args.judge_name, args.judge_timeout, args.judge_retries,
                           args.judge_concurrency)
     elif args.judge_model:
         llm = LocalLLM(args.judge_model, batch_size=args.judge_batch)
-    prompts = load_rubric_jsonl(args.data, args.max_constraints, llm_judge=llm is not None)
-    by_id = {p.id: i for i, p in enumerate(prompts)}
-    rows = load_responses(args.responses)
-    missing = sorted({pid for pid, _ in rows if pid not in by_id})
-    if missing:
-        raise SystemExit(f"{args.responses}: {len(missing)} ids not in {args.data}, e.g. {missing[:3]}")
     responses = [r for _, rs in rows for r in rs]
     index = [by_id[pid] for pid, rs in rows for _ in rs]
-    judge = Judge(llm, args.parser, args.max_constraints, args.allow_rule_code)
+    judge = Judge(llm, args.parser, args.max_constraints, args.allow_rule_code, args.rule_timeout)
     scores, stats = judge.score(prompts, responses, index)
 
-    out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
-    all_met = 0
+    lines, all_met = [], 0
     for b, (r, p) in enumerate(zip(responses, index)):
         K_p = len(prompts[p].rubrics)
         s = scores[b, :K_p].tolist()
         all_met += all(v > 0 for v in s)
-        out.write(json.dumps({"id": prompts[p].id, "scores": s, "all_met": all(v > 0 for v in s),
-                              "response": r[:200]}) + "\n")
-    if args.out:
-        out.close()
+        lines.append(json.dumps({"id": prompts[p].id, "scores": s, "all_met": all(v > 0 for v in s),
+                                 "response": r[:200]}) + "\n")
+    if args.out:  # written whole and then renamed: a run stopped half-way never leaves half a file
+        tmp = f"{args.out}.tmp{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.writelines(lines)
+        os.replace(tmp, args.out)
+    else:
+        sys.stdout.writelines(lines)
     n_items = sum(f["n"] for f in stats["by_family"].values())
     n_met = sum(f["met"] for f in stats["by_family"].values())
     print(f"\n{len(responses)} responses, {n_items} (response, constraint) pairs", file=sys.stderr)
@@ -621,4 +759,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    errors.main_boundary(main)

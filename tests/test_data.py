@@ -10,6 +10,7 @@ import data
 from data import DataError, load_rubric_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
+SHARED_IFEVAL = ROOT.parent / "shared" / "data" / "ifeval_input_data.jsonl"
 sys.path.insert(0, str(ROOT / "data"))
 
 NATIVE = {"id": "n1", "messages": [{"role": "system", "content": "Be brief."},
@@ -83,7 +84,7 @@ def test_hir_rows_are_converted(tmp_path):
     ({"messages": [{"role": "user", "content": "x"}],
       "rubrics": [{"description": "d", "checker": {"instruction_id": "punctuation:no_comma",
                                                     "kwargs": {"nope": 1}}}]},
-     "rubrics[0].checker.kwargs"),
+     "rubrics[0].checker.kwargs.nope"),
     (dict(IFEVAL, kwargs=[{}]), "kwargs"),
     (dict(HIR, ground_truth="{oops"), "ground_truth"),
 ])
@@ -93,6 +94,103 @@ def test_bad_rows_name_file_line_and_field(tmp_path, row, line_field):
         load_rubric_jsonl(path)
     assert e.value.line == 2 and e.value.field == line_field and e.value.file == str(path)
     assert f"{path}:2: field {line_field!r}" in str(e.value)
+
+
+def _words_row(kwargs, iid="keywords:existence"):
+    return {"messages": [{"role": "user", "content": "Write about my brother."}],
+            "rubrics": [{"description": "d", "checker": {"instruction_id": iid, "kwargs": kwargs}}]}
+
+
+@pytest.mark.parametrize("row,field,says", [
+    # a string where a list is expected: the checker would look for the letters b, r, o, ...
+    (_words_row({"keywords": "brother"}), "rubrics[0].checker.kwargs.keywords", "list of words"),
+    # nothing given: the checker would draw two random keywords
+    (_words_row({}), "rubrics[0].checker.kwargs.keywords", "keywords missing: the checker would make up"),
+    (_words_row({"keywords": []}), "rubrics[0].checker.kwargs.keywords", "non-empty list"),
+    (_words_row({"keywords": ["ok", 3]}), "rubrics[0].checker.kwargs.keywords", "list of words"),
+    # a negative count: the checker would draw a random one
+    (_words_row({"num_words": -5, "relation": "less than"}, "length_constraints:number_words"),
+     "rubrics[0].checker.kwargs.num_words", "whole number >= 0"),
+    (_words_row({"num_words": 5.5, "relation": "less than"}, "length_constraints:number_words"),
+     "rubrics[0].checker.kwargs.num_words", "whole number"),
+    (_words_row({"num_words": True, "relation": "less than"}, "length_constraints:number_words"),
+     "rubrics[0].checker.kwargs.num_words", "whole number"),
+    (_words_row({"num_words": "50", "relation": "less than"}, "length_constraints:number_words"),
+     "rubrics[0].checker.kwargs.num_words", "whole number"),
+    (_words_row({"num_words": 50}, "length_constraints:number_words"),
+     "rubrics[0].checker.kwargs.relation", "relation missing"),
+    (_words_row({"num_words": 50, "relation": "at most"}, "length_constraints:number_words"),
+     "rubrics[0].checker.kwargs.relation", "'less than', 'at least'"),
+    (_words_row({"letter": "#", "let_frequency": 2, "let_relation": "at least"}, "keywords:letter_frequency"),
+     "rubrics[0].checker.kwargs.letter", "random value"),
+    (_words_row({"letter": "ab", "let_frequency": 2, "let_relation": "at least"}, "keywords:letter_frequency"),
+     "rubrics[0].checker.kwargs.letter", "one letter"),
+    (_words_row({"min_words": 90, "max_words": 50}, "count:word_count_range"),
+     "rubrics[0].checker.kwargs.min_words", "above max_words"),
+    (_words_row({"word": "cabin", "N": 0}, "sentence:keyword"), "rubrics[0].checker.kwargs.N", ">= 1"),
+    (_words_row({"reference_text": "a b c", "percentage": 120}, "ratio:overlap"),
+     "rubrics[0].checker.kwargs.percentage", "0 to 100"),
+    (_words_row({"language": "xx"}, "language:response_language"), "rubrics[0].checker.kwargs", "KeyError"),
+    # IFEval-style rows name their own fields
+    (dict(IFEVAL, kwargs=[{"num_words": -1, "relation": "less than"}, {}]), "kwargs[0].num_words", ">= 0"),
+    (dict(IFEVAL, kwargs=[{"num_words": 50, "relation": "less than"}, {"x": 1}]), "kwargs[1].x", "takes no"),
+    (dict(IFEVAL, instruction_id_list=["length_constraints:number_words", "made:up"]), "instruction_id_list[1]",
+     "unknown instruction id"),
+    (dict(HIR, ground_truth={"instruction_id_list": ["keywords:existence"], "kwargs": [{"keywords": "umbrella"}]}),
+     "ground_truth.kwargs[0].keywords", "list of words"),
+])
+def test_kwargs_that_would_change_the_verdict_are_refused(tmp_path, row, field, says):
+    path = write(tmp_path, [NATIVE, row])
+    with pytest.raises(DataError) as e:
+        load_rubric_jsonl(path)
+    assert e.value.line == 2 and e.value.field == field and says in e.value.message
+
+
+def test_kwargs_the_official_data_uses_still_load(tmp_path):
+    rows = [_words_row({"keywords": ["Brother", "boat"]}),                       # sorted by the checker: fine
+            _words_row({"forbidden_words": ["a", "a"]}, "keywords:forbidden_words"),   # de-duplicated: fine
+            _words_row({"num_bullets": 0}, "detectable_format:number_bullet_lists"),    # 0 is a count
+            _words_row({"N": 2.0}, "count:numbers"),                               # IFBench writes counts as floats
+            _words_row({"letter": "T", "let_frequency": 2, "let_relation": "at least"}, "keywords:letter_frequency"),
+            # the benchmark's own quirk (IFEval key 1122: letter "#"), accepted in IFEval-format rows only
+            {"key": 1122, "prompt": "p", "instruction_id_list": ["keywords:letter_frequency"],
+             "kwargs": [{"letter": "#", "let_frequency": 4, "let_relation": "at least", "keywords": None}]}]
+    for i, r in enumerate(rows):
+        r["id"] = f"r{i}"
+    assert len(load_rubric_jsonl(write(tmp_path, rows))) == 6
+
+
+@pytest.mark.skipif(not SHARED_IFEVAL.exists(), reason="needs ../shared/data/ifeval_input_data.jsonl")
+def test_all_541_ifeval_rows_load():
+    prompts = load_rubric_jsonl(SHARED_IFEVAL, max_constraints=0)
+    assert len(prompts) == 541 and sum(len(p.rubrics) for p in prompts) == 834
+
+
+def test_a_bad_kwarg_no_longer_gives_a_wrong_verdict(tmp_path):
+    """Before: `keywords: "brother"` was checked as the letters b, r, o, t, h, e, r, so this passed."""
+    import judge
+    assert judge.run_checker("keywords:existence", {"keywords": "brother"}, "My brother bought a boat.")
+    with pytest.raises(DataError, match="list of words"):
+        load_rubric_jsonl(write(tmp_path, [_words_row({"keywords": "brother"})]))
+
+
+@pytest.mark.parametrize("content,field,says", [
+    (b'{"id": "a", "messages": [{"role": "user", "content": "caf\xe9"}]}\n', "<text>", "not UTF-8"),
+    (b"[" * 100_000 + b"]" * 100_000 + b"\n", "<json>", "nested too deeply"),
+    (b"[1, 2]\n", "<json>", "expected a JSON object"),
+])
+def test_unreadable_lines_name_the_line(tmp_path, content, field, says):
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(json.dumps(NATIVE).encode() + b"\n\n" + content)
+    with pytest.raises(DataError) as e:
+        load_rubric_jsonl(path)
+    assert (e.value.line, e.value.field) == (3, field) and says in e.value.message
+
+
+def test_byte_order_mark_is_tolerated(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(NATIVE).encode() + b"\n")
+    assert load_rubric_jsonl(path)[0].id == "n1"
 
 
 def test_unknown_id_goes_to_llm_when_one_is_configured(tmp_path):

@@ -221,10 +221,22 @@ def test_judge_prompt_shows_description_not_dict_repr():
     ("The answer is YES", None, True),                       # strict: first word must be YES/NO
     ("Yesterday it rained", None, True), ("I cannot tell", None, False), ("", None, None),
     ("Nope", None, False), ("Know what? yes", None, True),
+    # strict: a verdict only when unambiguous -- no YES/NO of the other kind outside quotes
+    ("Yes, I can judge that. The answer is NO.", None, True),
+    ("No problem! YES, it fulfils the criterion.", None, True),
+    ('"Yes" is what it says. NO.', None, True), ('"YES"', True, True), ("Yes. Yes, it does.", True, True),
+    ("NO. It doesn't say \"yes\" anywhere.", False, True),
 ])
 def test_parsers(reply, strict, lenient):
     assert judge.parse_verdict(reply, "strict") is strict
     assert judge.parse_verdict(reply, "lenient") is lenient
+
+
+def test_chatty_replies_are_unparseable_counted_and_not_met():
+    replies = iter(["Yes, I can judge that. The answer is NO.", "No problem! YES, it fulfils the criterion."])
+    llm = FakeLLM(lambda chat: next(replies))
+    scores, stats = judge.Judge(llm).score([_prompt("p", [FREE])], ["Foxes are clever.", "Foxes are slow."], [0, 0])
+    assert scores.tolist() == [[-1], [-1]] and stats["llm_unparseable"] == 2 and stats["llm"] == 2
 
 
 def test_answer_yes_fools_lenient_but_not_strict():
@@ -263,6 +275,53 @@ def test_rule_code_runs_in_subprocess_with_time_limit():
     scores, stats = j.score([p, p], ["short", "much too long a text"], [0, 1])
     assert scores.tolist() == [[1, -1, -1], [-1, -1, -1]]
     assert stats["rule_code"] == 2 and stats["rule_code_errors"] == 4
+
+
+def _gone(pid: int) -> bool:
+    """True when no live process has this pid (a zombie awaiting its parent counts as gone)."""
+    import os
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="process groups and /proc")
+@pytest.mark.parametrize("then", ["loops", "returns"])
+def test_rule_code_grandchild_does_not_outlive_it(tmp_path, then):
+    """A rule that starts a process of its own: the whole group goes, at the time limit or once it answered."""
+    import time
+    pid_file = tmp_path / "grandchild.pid"
+    code = ("import subprocess\n"
+            "def evaluate(response):\n"
+            "    p = subprocess.Popen(['sleep', '60'], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+            f"    open({str(pid_file)!r}, 'w').write(str(p.pid))\n"
+            + ("    while True:\n        pass\n" if then == "loops" else "    return True\n"))
+    t0 = time.perf_counter()
+    verdicts = judge.run_rule_code(code, ["text"], timeout=3.0)
+    assert verdicts == ([None] if then == "loops" else [True]) and time.perf_counter() - t0 < 20
+    pid = int(pid_file.read_text())
+    for _ in range(50):  # killed at once; the kernel may take a moment to reap it
+        if _gone(pid):
+            break
+        time.sleep(0.1)
+    assert _gone(pid), f"grandchild {pid} outlived the rule-code process"
+
+
+@pytest.mark.parametrize("answer", ['{"verdicts": [true]}', '{"verdicts": [true, true, true]}',
+                                    '{"verdicts": ["yes", 1]}', '{"verdicts": "true"}', '[1, 2]'])
+def test_rule_code_with_the_wrong_number_of_verdicts_is_counted_not_padded(answer):
+    """Rule code can print its own answer line and exit: two responses, a malformed answer -> both counted as
+    rule-code errors and not met (before: a short list left the padding value 0 in the scores, uncounted)."""
+    code = f"import sys\nprint({answer!r})\nsys.exit(0)\ndef evaluate(response):\n    return True\n"
+    assert judge.run_rule_code(code, ["a", "b"], timeout=10) == [None, None]
+    p = _prompt("p", [RubricItem("rule", code=code)])
+    scores, stats = judge.Judge(allow_rule_code=True).score([p, p], ["a", "b"], [0, 1])
+    assert scores.tolist() == [[-1], [-1]] and stats["rule_code_errors"] == 2 and stats["rule_code"] == 0
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -338,6 +397,85 @@ def test_endpoint_down_gives_clear_error():
     llm = judge.EndpointLLM(f"http://127.0.0.1:{port}/v1", timeout=1, retries=2, backoff=0.01)
     with pytest.raises(judge.JudgeEndpointError, match="is down: no answer after 3 tries"):
         judge.Judge(llm).score([_prompt("p", [FREE])], ["Foxes are clever"], [0])
+
+
+class _ScriptedHandler(http.server.BaseHTTPRequestHandler):
+    """Answers request i with answers[i]: raw bytes, or ("trickle", bytes, seconds between bytes); 503 after."""
+    answers, served = [], 0
+
+    def do_POST(self):
+        import time
+        self.rfile.read(int(self.headers["Content-Length"]))
+        cls = type(self)
+        answer = cls.answers[cls.served] if cls.served < len(cls.answers) else None
+        cls.served += 1
+        if answer is None:
+            self.send_response(503)
+            self.end_headers()
+            return
+        trickle = isinstance(answer, tuple)
+        body = answer[1] if trickle else answer
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        try:
+            for i in range(len(body)) if trickle else []:
+                self.wfile.write(body[i:i + 1])
+                self.wfile.flush()
+                time.sleep(answer[2])
+            if not trickle:
+                self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up on us: what the test wants
+
+    def log_message(self, *a):
+        pass
+
+
+@pytest.fixture
+def scripted():
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ScriptedHandler)
+    srv.daemon_threads = True
+    _ScriptedHandler.answers, _ScriptedHandler.served = [], 0
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}/v1"
+    srv.shutdown()
+    srv.server_close()
+
+
+GOOD = json.dumps({"choices": [{"message": {"role": "assistant", "content": "YES"}}]}).encode()
+
+
+@pytest.mark.parametrize("bad", [
+    b'[{"choices": []}]',                                          # a list body
+    b'{"choices": [{"message": {"content": 7}}]}',                 # integer content
+    b'{"choices": [{"text": "YES"}]}', b'{"choices": [{"message": null}]}',  # no message
+    b'{"choices": [{"message": {"content": null}}]}',              # no text at all
+    b'{"choices": []}', b'{"choices": "YES"}', b"YES", b"\xff\xfe",  # no choice, a string, not JSON, not UTF-8
+    b"[" * 50_000 + b"]" * 50_000,                                 # nested deeper than Python's parser goes
+])
+def test_endpoint_unusable_answer_is_a_failed_try(scripted, bad, caplog):
+    """Each shape crashed with TypeError (or was read as an empty reply) before; now it is retried like a 503."""
+    _ScriptedHandler.answers = [bad, GOOD]
+    llm = judge.EndpointLLM(scripted, timeout=5, retries=1, backoff=0.01)
+    with caplog.at_level(logging.WARNING, logger="rtt.judge"):
+        assert llm.generate([[{"role": "user", "content": "x"}]]) == ["YES"]
+    assert _ScriptedHandler.served == 2 and "unusable answer" in caplog.text
+    _ScriptedHandler.answers, _ScriptedHandler.served = [bad, bad], 0
+    with pytest.raises(judge.JudgeEndpointError, match="no answer after 2 tries.*unusable answer"):
+        llm.generate([[{"role": "user", "content": "x"}]])
+
+
+def test_endpoint_body_that_trickles_in_is_cut_at_the_timeout(scripted):
+    """A server that sends one byte every 0.1 s: before, urllib's per-read timeout never fired (42 s at 3 s)."""
+    import time
+    _ScriptedHandler.answers = [("trickle", GOOD + b" " * 400, 0.1)]
+    llm = judge.EndpointLLM(scripted, timeout=1.5, retries=0, backoff=0.01)
+    t0 = time.perf_counter()
+    with pytest.raises(judge.JudgeEndpointError, match="TimeoutError"):
+        llm.generate([[{"role": "user", "content": "x"}]])
+    assert time.perf_counter() - t0 < 4
 
 
 # ---------------------------------------------------------------------------------------------------------------
