@@ -48,6 +48,7 @@ import numpy as np
 import torch
 
 import advantages as adv
+import diagnostics
 import models
 from rollout import add_sampling_args, generate_rollout
 
@@ -552,7 +553,7 @@ def main(argv=None):
     if args.plot:
         print(f"wrote {plot_run(Path(args.plot))}")
         return
-    from data import DataError, load_rubric_jsonl
+    from data import DataError, item_family, load_rubric_jsonl
     from judge import EndpointLLM, Judge, LocalLLM
 
     # --- configuration checks: everything cheap that can be wrong, before any model is loaded
@@ -822,6 +823,11 @@ def main(argv=None):
                    "family_pass": family_pass_rates(prompts, prompt_index, scores)}
             if relevance is not None:
                 row["relevance_mean"] = float((relevance.reshape(-1, K, T).sum(1) * mask).sum() / (mask.sum() * K))
+            if args.algo == "rtt":  # where the token term pushes: EOS, last tokens, per family (diagnostics.py)
+                families = [[item_family(item) for item in p.rubrics] for p in prompts]
+                row.update(diagnostics.token_advantage_stats(parts, mask.view(Pk, G, T), stop.view(Pk, G, T),
+                                                             scores.view(Pk, G, K), families, args.token_weight,
+                                                             args.token_std_floor))
         write_metrics(row)
         bar.set_postfix(reward=f"{row['reward']:.3f}", aon=f"{row['aon_pass']:.2f}", csr=f"{row['csr_pass']:.2f}",
                         s=f"{row['step_seconds']:.0f}")

@@ -131,6 +131,10 @@ def test_one_step_of_each_variant(tmp_path, tiny_dir, tiny_disc_dir, variant):
     assert (out / "curves.png").exists()
     if "rtt" in variant and "uniform" not in variant:
         assert "relevance_mean" in step[0]
+    if "rtt" in variant:   # diagnostics.py: where the token term pushes
+        for key in ("eos_tok_adv", "eos_count", "last4_tok_adv", "res_adv_abs", "tok_term_abs", "floor_damped_rows",
+                    "eos_adv_by_family"):
+            assert key in step[0], key
     config = json.loads((out / "config.json").read_text())
     if "--reference-quirks" in variant:      # the released behaviour: no std floor, EOS never relevant
         assert (config["token_std_floor"], config["eos_relevance"]) == (0.0, "zero")
