@@ -30,9 +30,9 @@ Where it departs from train.py, and why (README "Scaling out" has the flag table
     (GSPO: one ratio per response, whose gradient sees only the sum of the token advantages, which intra-sample
     normalisation makes ~0: RTT would silently become GRPO); loss types other than grpo/bnpo/dr_grpo/dapo; the
     off-policy sequence mask (it keeps a sequence by the sign of its advantage, which a [B, T] advantage lacks).
-  - Not offered here: --reference-quirks (a reproduction of the released code's defects is for train.py), the
-    periodic held-out evaluation (run evaluate.py on a checkpoint), an LLM judge as a local model on every rank
-    (use --judge-url: one endpoint serves all ranks).
+  - Not offered here: the periodic held-out evaluation (run evaluate.py on a checkpoint), an LLM judge as a local
+    model on every rank (use --judge-url: one endpoint serves all ranks), train.py's --resume (TRL resumes from a
+    checkpoint-N folder with its own resume_from_checkpoint).
 """
 import argparse
 import os
@@ -61,41 +61,43 @@ class RefusedSetting(ValueError):
 # The advantage over the gathered group (pure function: advantages.py does the math)
 
 
-def group_advantages(all_scores, relevance, mask, rows: slice, G: int, algo="rtt", union="aon", norm="intra",
-                     combine="add", weight=0.5, std_floor=adv.TOKEN_STD_FLOOR, gather_cube=None):
-    """This process's [b, T] advantages, with every group statistic taken over the whole group.
+def group_advantages(all_scores, relevance, mask, stop, rows: slice, G: int, algo="rtt", gather_cube=None,
+                     **rtt_flags):
+    """This process's [b, T] advantages, every group statistic taken over the whole group: advantages.py's
+    grpo_advantages (algo="grpo") or rtt_advantages (the one call train.py makes), on the gathered batch.
 
-    all_scores [B_all, K]: the verdicts of every process's rows, gathered (rows prompt-major, b = p*G + g, so a
-    group may straddle two processes); `rows` says which of them are this process's. relevance [b, K, T] and mask
-    [b, T] are this process's own. What each part needs:
-      - the response advantage A_res (GRPO, spec §3): the group's rewards, i.e. `all_scores`;
-      - intra-sample token normalisation (RTT, §5): each response's own tokens only, so this process's rows suffice;
-      - inter-sample token normalisation (§5 baseline): per-constraint statistics over the tokens of all G responses,
-        so the whole group's relevance cube; `gather_cube(relevance, mask)` must return (relevance [B_all, K, T'],
-        mask [B_all, T']) padded to a common T' (None: refused, a one-process caller passes the identity).
+    all_scores [B_all, K]: the verdicts of every process's rows, gathered (rows prompt-major, b = p*G + g, so a group
+    may straddle two processes); `rows` says which are this process's. relevance [b, K, T], mask [b, T] and stop [b, T]
+    (advantages.stop_token_mask) are this process's own. What the rest of the group must provide:
+      - the response advantage (GRPO, spec §3) needs the group's rewards: `all_scores` has them;
+      - intra-sample token normalisation (RTT, §5) is per response, over its own tokens: the other processes' rows
+        can stay empty (mask 0), they change nothing here;
+      - inter-sample normalisation (§5 baseline) and the released code's reshape defect (reference_quirks) mix the
+        rows of a group: `gather_cube(relevance, mask, stop)` must return the whole batch's (relevance [B_all, K, T'],
+        mask [B_all, T'], stop [B_all, T']) padded to a common T' (None: refused).
+    rtt_flags: rtt_advantages's union, norm, combine, weight, reference_quirks, std_floor, eos.
     Returns float32 [b, T], 0 on padded tokens.
     """
     B_all, K = all_scores.shape
-    P = B_all // G
-    mask = mask.to(relevance.device if relevance is not None else all_scores.device)
-    scores = all_scores[rows]                                                        # [b, K]
-    rewards = adv.response_rewards(all_scores.view(P, G, K), union)                  # [P, G]
-    response_adv = adv.grpo_advantages(rewards).reshape(B_all)[rows]                 # [b]
+    P, T = B_all // G, mask.shape[-1]
     if algo == "grpo":
-        return (response_adv[:, None] * mask).float()                                # [b, T]
-    if norm == "intra":
-        r = adv.token_rewards(scores, relevance)                                     # [b, K, T]
-        normed = adv.intra_sample_token_norm(r, mask, std_floor=std_floor)           # [b, K, T] per (response, k)
-        token_adv = adv.token_advantages(normed, scores)                             # [b, T]
-        return adv.combine_advantages(response_adv, token_adv, mask, combine, weight).float()   # [b, T]
-    if gather_cube is None:
-        raise RefusedSetting("--norm inter needs the whole group's relevance cube and it was not gathered")
-    relevance_all, mask_all = gather_cube(relevance, mask)                           # [B_all, K, T'], [B_all, T']
+        rewards = adv.response_rewards(all_scores.view(P, G, K), rtt_flags.get("union", "aon"))       # [P, G]
+        return (adv.grpo_advantages(rewards).reshape(B_all)[rows, None] * mask).float()              # [b, T]
+    if rtt_flags.get("norm") == "inter" or rtt_flags.get("reference_quirks"):
+        if gather_cube is None:
+            raise RefusedSetting("--norm inter and --reference-quirks need the whole group's relevance cube, and it "
+                                 "was not gathered")
+        relevance_all, mask_all, stop_all = gather_cube(relevance, mask, stop)   # [B_all, K, T'], [B_all, T'] x 2
+    else:
+        relevance_all = relevance.new_zeros(B_all, K, T)                          # [B_all, K, T] ours, others empty
+        mask_all = mask.new_zeros(B_all, T)                                       # [B_all, T]
+        stop_all = stop.new_zeros(B_all, T)                                       # [B_all, T]
+        relevance_all[rows], mask_all[rows], stop_all[rows] = relevance, mask, stop
     T_all = mask_all.shape[-1]
     A, _ = adv.rtt_advantages(all_scores.view(P, G, K), relevance_all.view(P, G, K, T_all),
-                              mask_all.view(P, G, T_all), union=union, norm="inter", combine=combine,
-                              weight=weight, std_floor=std_floor)                     # [P, G, T']
-    return A.reshape(B_all, T_all)[rows, :mask.shape[-1]].float()                    # [b, T]
+                              mask_all.view(P, G, T_all), stop_mask=stop_all.view(P, G, T_all),
+                              **rtt_flags)                                         # [P, G, T']
+    return A.reshape(B_all, T_all)[rows, :T].float()                              # [b, T]
 
 
 # -----------------------------------------------------------------------------
@@ -112,12 +114,13 @@ class RTTGRPOTrainer(GRPOTrainer):
     """
 
     def __init__(self, *, rubric_prompts, judge, discriminator=None, algo="rtt", union="aon", norm="intra",
-                 combine="add", token_weight=0.5, relevance="discriminator", token_std_floor=adv.TOKEN_STD_FLOOR,
-                 disc_batch_tokens=None, relevance_seed=0, args: GRPOConfig, processing_class, **kwargs):
+                 combine="add", token_weight=0.5, relevance="discriminator", reference_quirks=False,
+                 token_std_floor=None, eos_relevance=None, disc_batch_tokens=None, relevance_seed=0,
+                 args: GRPOConfig, processing_class, **kwargs):
         refuse_settings(args, algo)
-        self.rubric_prompts, self.judge = rubric_prompts, judge
-        self.algo, self.union, self.norm, self.combine = algo, union, norm, combine
-        self.token_weight, self.relevance_source, self.token_std_floor = token_weight, relevance, token_std_floor
+        self.rubric_prompts, self.judge, self.algo, self.relevance_source = rubric_prompts, judge, algo, relevance
+        self.rtt_flags = dict(union=union, norm=norm, combine=combine, weight=token_weight,
+                              reference_quirks=reference_quirks, std_floor=token_std_floor, eos=eos_relevance)
         self.disc_batch_tokens, self.relevance_seed = disc_batch_tokens, relevance_seed
         self.num_constraints = max(len(p.rubrics) for p in rubric_prompts)    # K: one width on every process
         self.disc = None
@@ -141,7 +144,7 @@ class RTTGRPOTrainer(GRPOTrainer):
         K = self.num_constraints
         self._verdicts = torch.nn.functional.pad(scores.float(), (0, K - scores.shape[1]))       # [b, K]
         self._t_judge = time.perf_counter() - t0
-        return adv.response_rewards(self._verdicts, self.union).tolist()                       # [b]
+        return adv.response_rewards(self._verdicts, self.rtt_flags["union"]).tolist()          # [b]
 
     # --- 1. rollout (timed for the benchmark only)
 
@@ -164,11 +167,11 @@ class RTTGRPOTrainer(GRPOTrainer):
         all_scores = self.accelerator.gather(scores)                                    # [B_all, K] every process
         rank = self.accelerator.process_index
         relevance = self.token_relevance(inputs, output["completion_ids"], mask, K)     # [b, K, T] or None
+        stop = adv.stop_token_mask(output["completion_ids"], mask, self._tokenizer.all_special_ids)   # [b, T]
         mode = "train" if self.model.training else "eval"
         G = self.num_generations if mode == "train" else self.num_generations_eval
-        advantage = group_advantages(all_scores, relevance, mask, slice(rank * b, (rank + 1) * b), G,
-                                     self.algo, self.union, self.norm, self.combine, self.token_weight,
-                                     self.token_std_floor, gather_cube=self.gather_cube)  # [b, T]
+        advantage = group_advantages(all_scores, relevance, mask, stop, slice(rank * b, (rank + 1) * b), G,
+                                     self.algo, gather_cube=self.gather_cube, **self.rtt_flags)   # [b, T]
         output["advantages"] = advantage.to(device)                                     # TRL's loss broadcasts it
         t2 = time.perf_counter()
         self.log_rtt_metrics(mode, scores, advantage, mask)
@@ -192,11 +195,13 @@ class RTTGRPOTrainer(GRPOTrainer):
             w = adv.random_relevance(w, mask, torch.Generator(device=w.device).manual_seed(seed))
         return w
 
-    def gather_cube(self, relevance, mask):
+    def gather_cube(self, relevance, mask, stop):
         """The whole generation batch's relevance cube and masks, padded to the longest response of any process."""
         relevance = self.accelerator.pad_across_processes(relevance, dim=2)             # [b, K, T']
         mask = self.accelerator.pad_across_processes(mask, dim=1)                       # [b, T']
-        return self.accelerator.gather(relevance), self.accelerator.gather(mask)         # [B_all, K, T'], [B_all, T']
+        stop = self.accelerator.pad_across_processes(stop.long(), dim=1)                # [b, T']
+        gather = self.accelerator.gather
+        return gather(relevance), gather(mask), gather(stop).bool()                     # [B_all, K, T'], [B_all, T']
 
     def log_rtt_metrics(self, mode, scores, advantage, mask):
         real = scores != 0
@@ -259,8 +264,13 @@ def parse_args(argv=None):
                    help="token relevance: the discriminator, or an ablation (shuffled positions / every token)")
     g.add_argument("--discriminator", default=None,
                    help="trained discriminator folder (default: the one train.py builds for the policy)")
-    g.add_argument("--token-std-floor", type=float, default=adv.TOKEN_STD_FLOOR,
-                   help="floor on sigma in the token normalisations (ours); 0 = the paper's formula as printed")
+    g.add_argument("--reference-quirks", action="store_true",
+                   help="reproduce the released code's defects (train.py --reference-quirks; gathers the group's cube)")
+    g.add_argument("--token-std-floor", type=float, default=None,
+                   help=f"floor on sigma in the token normalisations (ours; default {adv.TOKEN_STD_FLOOR}, 0 with "
+                        "--reference-quirks); 0 = the paper's formula as printed")
+    g.add_argument("--eos-relevance", choices=adv.EOS_MODES, default=None,
+                   help="relevance of the stop token: as rated (default), zero (released code) or excluded")
     g.add_argument("--group-size", type=int, default=8, help="G, responses per prompt = num_generations (paper 8)")
     g.add_argument("--prompts-per-step", type=int, default=2, help="P, prompts per rollout over all processes (paper 64)")
     g.add_argument("--temperature", type=float, default=0.99, help="sampling temperature (paper 0.99)")
@@ -274,7 +284,9 @@ def parse_args(argv=None):
     g.add_argument("--lr", type=float, default=1e-6, help="AdamW learning rate (paper 1e-6)")
     g.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (paper 0)")
     g.add_argument("--warmup-steps", type=int, default=None, help="warm-up in optimizer steps (default 4%% of the run)")
-    g.add_argument("--decay", choices=["cosine", "constant"], default="cosine", help="after warm-up: cosine to 0.1 lr")
+    g.add_argument("--decay", choices=["linear", "cosine", "constant"], default=None,
+                   help="after warm-up: linear to 0 (paper), cosine to 0.1*lr, or constant (default: linear on GPU, "
+                        "cosine on CPU, as train.py)")
     g.add_argument("--mini-batches", type=int, default=2,
                    help="optimizer steps per rollout = steps_per_generation (reference 2)")
     g.add_argument("--num-iterations", type=int, default=1, help="PPO epochs over each rollout (reference 1)")
@@ -313,6 +325,8 @@ def grpo_config(args, num_processes: int) -> GRPOConfig:
                          f"processes x {args.mini_batches} mini-batches x {args.grad_accum} micro-batches")
     optimizer_steps = args.steps * args.mini_batches * args.num_iterations
     cuda = torch.cuda.is_available()
+    decay = args.decay or ("linear" if cuda else "cosine")
+    schedule = {"linear": "linear", "cosine": "cosine_with_min_lr", "constant": "constant_with_warmup"}[decay]
     return GRPOConfig(
         output_dir=args.out, seed=args.seed, report_to="none", logging_steps=1,
         num_generations=args.group_size,                         # G
@@ -328,8 +342,7 @@ def grpo_config(args, num_processes: int) -> GRPOConfig:
         max_completion_length=args.max_new_tokens,
         learning_rate=args.lr, weight_decay=args.weight_decay, max_grad_norm=args.grad_clip,
         warmup_steps=args.warmup_steps if args.warmup_steps is not None else max(1, round(0.04 * optimizer_steps)),
-        lr_scheduler_type="cosine_with_min_lr" if args.decay == "cosine" else "constant_with_warmup",
-        lr_scheduler_kwargs={"min_lr_rate": 0.1} if args.decay == "cosine" else None,
+        lr_scheduler_type=schedule, lr_scheduler_kwargs={"min_lr_rate": 0.1} if decay == "cosine" else None,
         bf16=cuda,                                               # bf16 autocast; TRL loads float32 weights
         gradient_checkpointing=args.grad_checkpointing == "on" or (args.grad_checkpointing == "auto" and cuda),
         **({} if args.vllm == "off" else dict(use_vllm=True, vllm_mode=args.vllm,
@@ -385,7 +398,8 @@ def main(argv=None):
             model=policy_path, args=config, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config,
             rubric_prompts=prompts, judge=judge, discriminator=disc, algo=args.algo, union=args.union,
             norm=args.norm, combine=args.combine, token_weight=args.token_weight, relevance=args.relevance,
-            token_std_floor=args.token_std_floor, disc_batch_tokens=args.disc_batch_tokens, relevance_seed=args.seed)
+            reference_quirks=args.reference_quirks, token_std_floor=args.token_std_floor,
+            eos_relevance=args.eos_relevance, disc_batch_tokens=args.disc_batch_tokens, relevance_seed=args.seed)
     except (RefusedSetting, RuntimeError) as e:
         raise SystemExit(f"error: {e}")
     trainer.train()

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from trl_tiny import (G, PROMPT_ROWS, StubJudge, advantages_by_response, generation_batch, make_trainer,
-                      reference_advantages)
+from trl_tiny import (G, PROMPT_ROWS, TWO_PROCESS_CASES, StubJudge, advantages_by_response, generation_batch,
+                      make_trainer, reference_advantages)
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -114,13 +114,13 @@ def test_two_processes_give_the_same_advantages_as_one(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     parts = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
     assert parts[0]["world"] == 2
-    for norm in ("intra", "inter"):
-        two = {**parts[0]["results"][norm], **parts[1]["results"][norm]}
-        assert len(parts[0]["results"][norm]) == len(parts[1]["results"][norm]) == len(PROMPT_ROWS) // 2
-        trainer = make_trainer(norm=norm)
+    for name, flags in TWO_PROCESS_CASES.items():     # intra, inter (gathered cube), quirks, grpo
+        two = {**parts[0]["results"][name], **parts[1]["results"][name]}
+        assert len(parts[0]["results"][name]) == len(parts[1]["results"][name]) == len(PROMPT_ROWS) // 2
+        trainer = make_trainer(**flags)
         trainer.model.train()
         one = advantages_by_response(trainer._generate_and_score_completions(generation_batch(trainer)))
-        reference = reference_advantages(trainer, norm=norm)
+        reference = reference_advantages(trainer, **flags)
         assert two.keys() == one.keys() == reference.keys()
         for tokens in reference:
             torch.testing.assert_close(two[tokens], one[tokens], atol=1e-6, rtol=1e-6)
@@ -131,8 +131,9 @@ def test_group_advantages_refuse_inter_without_the_gathered_cube():
     from scale.trl_rtt import RefusedSetting, group_advantages
     scores = torch.tensor([[1., -1.], [1., 1.]])                                       # [B=2, K=2]
     relevance, mask = torch.rand(1, 2, 3), torch.ones(1, 3)                            # this process: row 1 only
+    stop = torch.zeros(1, 3, dtype=torch.bool)
     with pytest.raises(RefusedSetting, match="inter"):
-        group_advantages(scores, relevance, mask, slice(1, 2), G=2, norm="inter", gather_cube=None)
+        group_advantages(scores, relevance, mask, stop, slice(1, 2), G=2, norm="inter", gather_cube=None)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -23,6 +23,8 @@ from tiny import tiny_causal_lm, tiny_token_classifier, tiny_tokenizer  # noqa: 
 G = 4                                   # responses per prompt in every test
 MAX_NEW = 10                            # max_completion_length
 PROMPT_ROWS = [0] * G + [1] * G + [2] * G   # one fixed generation batch: 3 groups, 12 rows, prompt-major
+TWO_PROCESS_CASES = {"intra": dict(norm="intra"), "inter": dict(norm="inter", eos_relevance="zero"),
+                     "quirks": dict(reference_quirks=True), "grpo-csr": dict(algo="grpo", union="csr")}
 
 
 def rubric_prompts():
@@ -79,7 +81,8 @@ def make_trainer(tok=None, judge=None, discriminator="tiny", seed=0, **kw):
 
     from scale.trl_rtt import RTTGRPOTrainer
     tok = tok or tiny_tokenizer()
-    rtt_keys = ("algo", "union", "norm", "combine", "token_weight", "relevance", "token_std_floor")
+    rtt_keys = ("algo", "union", "norm", "combine", "token_weight", "relevance", "reference_quirks",
+                "token_std_floor", "eos_relevance")
     rtt = {k: kw.pop(k) for k in rtt_keys if k in kw}
     prompts = rubric_prompts()
     dataset = Dataset.from_list([{"prompt": p.messages, "prompt_id": i} for i, p in enumerate(prompts)])
@@ -102,7 +105,8 @@ def generation_batch(trainer, rows=PROMPT_ROWS):
 
 def reference_advantages(trainer, **flags):
     """What train.py computes for the whole fixed batch in one process: advantages.rtt_advantages on [P, G, K, T]
-    (or grpo_advantages), from the same verdicts and relevance. Returns {response token ids: advantage row}."""
+    (or grpo_advantages), from the same verdicts and relevance. flags: the trainer's keywords (algo, union, norm,
+    reference_quirks, eos_relevance). Returns {response token ids: advantage row}."""
     import advantages as adv
     import discriminator as disc_lib
     tok, prompts = trainer.processing_class, trainer.rubric_prompts
@@ -123,8 +127,11 @@ def reference_advantages(trainer, **flags):
     else:
         criteria = [[item.description for item in prompts[p].rubrics] for p in PROMPT_ROWS]
         w = disc_lib.relevance(trainer.disc[0], trainer.disc[1], ids, mask, criteria, K)   # [B, K, T]
+        stop = adv.stop_token_mask(ids, mask, tok.all_special_ids)                          # [B, T]
         A, _ = adv.rtt_advantages(scores.view(P, G, K), w.view(P, G, K, T), mask.view(P, G, T),
-                                  union=flags.get("union", "aon"), norm=flags.get("norm", "intra"))
+                                  union=flags.get("union", "aon"), norm=flags.get("norm", "intra"),
+                                  reference_quirks=flags.get("reference_quirks", False),
+                                  stop_mask=stop.view(P, G, T), eos=flags.get("eos_relevance"))
         A = A.view(B, T)
     return {tuple(r): A[b, :len(r)] for b, r in enumerate(responses)}
 
@@ -142,12 +149,12 @@ if __name__ == "__main__":  # the two-process worker: torchrun --nproc_per_node 
     torch.set_num_threads(1)
     out_dir = Path(sys.argv[1])
     results = {}
-    for norm in ("intra", "inter"):
+    for name, flags in TWO_PROCESS_CASES.items():
         # 2 processes x 3 rows x 2 steps per generation = 12 rows: process 0 has group 0 and half of group 1
-        trainer = make_trainer(norm=norm, per_device_train_batch_size=3, steps_per_generation=2)
+        trainer = make_trainer(**flags, per_device_train_batch_size=3, steps_per_generation=2)
         rank, world = trainer.accelerator.process_index, trainer.accelerator.num_processes
         rows = PROMPT_ROWS[rank * len(PROMPT_ROWS) // world:(rank + 1) * len(PROMPT_ROWS) // world]
         trainer.model.train()
         output = trainer._generate_and_score_completions(generation_batch(trainer, rows))
-        results[norm] = advantages_by_response(output)
+        results[name] = advantages_by_response(output)
     torch.save({"world": world, "results": results}, out_dir / f"rank{rank}.pt")
