@@ -78,6 +78,12 @@ def environment() -> dict:
     except ImportError as e:
         env["import_error"] = str(e)
     try:
+        env["nvidia_smi"] = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total",
+                                            "--format=csv,noheader"], capture_output=True, text=True,
+                                           timeout=20).stdout.strip() or None
+    except (OSError, subprocess.TimeoutExpired):
+        env["nvidia_smi"] = None
+    try:
         env["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                                        text=True, timeout=10).stdout.strip() or None
     except (OSError, subprocess.TimeoutExpired):
@@ -137,7 +143,8 @@ def main(argv=None):
     tokenizer = args.tokenizer or ("standin" if args.cpu_toy else "qwen")
     tokens = args.tokens or (8 if args.cpu_toy else 512)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "gpu_check.log").unlink(missing_ok=True)
+    for old in ("gpu_check.log", "gpu_check.json", "gpu_tests.xml", "bench.json"):   # never report an earlier run's
+        (args.out / old).unlink(missing_ok=True)
     log = Log(args.out / "gpu_check.log")
     t0 = time.perf_counter()
     summary = {"ok": False, "mode": "cpu-toy" if args.cpu_toy else "gpu", "started_utc":
@@ -173,7 +180,15 @@ def main(argv=None):
     bench = run([sys.executable, "bench.py", "--config", config, "--steps", "2", "--tokenizer", tokenizer,
                  "--json", str(bench_json), "--", "--max-new-tokens", str(tokens)], BENCH_LIMIT_S, log, py_env)
     if bench_json.exists():
-        bench["result"] = json.loads(bench_json.read_text())
+        bench["result"] = r = json.loads(bench_json.read_text())
+        from bench import flag_value
+        rows = int(flag_value(r["argv"], "--prompts-per-step", "0")) * int(flag_value(r["argv"], "--group-size", "0"))
+        summary["targets"] = {  # the targets, stated for one H100-class GPU, 64 sequences x 512 new tokens
+            "shape": f"{rows} sequences x {tokens} new tokens", "step_seconds": r["step_seconds"],
+            "step_at_most_60_s": r["step_seconds"] <= 60, "peak_mem_gb": r["peak_mem_gb"],
+            "peak_under_40_GB": r["peak_mem_gb"] * 2**30 < 40e9,
+            "judge_plus_discriminator_share": r["judge_plus_discriminator_share"],
+            "judge_plus_discriminator_at_most_15_pct": r["target_met"]}
     summary["bench"] = bench
     summary["ok"] = tests_ok and bench["rc"] == 0 and "result" in bench
     finish(0 if summary["ok"] else 1)

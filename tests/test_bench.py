@@ -111,7 +111,7 @@ def test_gpu_check_runs_end_to_end_on_the_cpu_at_toy_size(tmp_path):
     b = s["bench"]["result"]
     assert b["config"] == "toy-random" and b["random_init"]["policy"]["layers"] == 2
     assert b["disc_forward"]["pairs"] == 2 * 2 * 4 and b["steps_measured"] == 1 and b["peak_mem_gb"] > 0
-    assert "OK in" in (out / "gpu_check.log").read_text()
+    assert s["targets"]["shape"] == "4 sequences x 8 new tokens" and "OK in" in (out / "gpu_check.log").read_text()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
