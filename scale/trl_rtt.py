@@ -8,7 +8,7 @@ PPO-clip loss already takes a per-token advantage. Only the RTT parts are ours, 
     accelerate launch scale/trl_rtt.py --model Qwen2.5-7B --discriminator runs/disc-qwen          # every GPU here
     accelerate launch --config_file scale/accelerate/zero3_1node_8gpu.yaml scale/trl_rtt.py \
         --model Qwen2.5-7B --discriminator runs/disc-qwen --prompts-per-step 64 --max-new-tokens 4096 \
-        --steps 500 --vllm colocate                                                          # the paper's setting
+        --steps 500 --grad-accum 8 --vllm colocate                                           # the paper's setting
     python scale/trl_rtt.py --model smollm2-135m --steps 1                                  # one process, CPU
 
 One step, with who does what (train.py's numbering):
