@@ -108,7 +108,7 @@ def test_aon_tied_group_gets_a_gradient_under_rtt_and_none_under_grpo():
 
 
 def test_two_processes_give_the_same_advantages_as_one(tmp_path):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",   # a free port
            str(ROOT / "tests" / "trl_tiny.py"), str(tmp_path)]
     run = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -173,7 +173,8 @@ def test_bad_discriminator_refused(tmp_path, tiny_tok, tiny_disc_dir):
 def test_launcher_refuses_a_missing_discriminator(tmp_path, tiny_dir):
     from scale import trl_rtt
     with pytest.raises(SystemExit, match="no discriminator at"):
-        trl_rtt.main(["--model", str(tiny_dir), "--discriminator", str(tmp_path / "nothing"), "--out", str(tmp_path)])
+        trl_rtt.main(["--model", str(tiny_dir), "--discriminator", str(tmp_path / "nothing"), "--out", str(tmp_path),
+                      "--train-data", str(ROOT / "data" / "train.jsonl")])
 
 
 # ---------------------------------------------------------------------------------------------------------------
