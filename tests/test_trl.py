@@ -56,10 +56,9 @@ def test_loss_and_gradient_equal_train_ppo_clip_loss(loss_type):
         loss.backward()
         grad_trl = grads(model)
 
-        model.zero_grad(set_to_none=True)
-        ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], 1)
-        attn = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], 1)
-        logp, _, _ = trainer._get_per_token_logps_and_entropies(model, ids, attn, inputs["completion_ids"].shape[1])
+        model.zero_grad(set_to_none=True)           # train.py's own forward (temperature 1: TRL divides by it)
+        logp, _ = train.response_logprobs(model, inputs["prompt_ids"], inputs["prompt_mask"],
+                                          inputs["completion_ids"], inputs["completion_mask"])        # [b, T]
         old = inputs.get("old_per_token_logps")
         old = logp.detach() if old is None else old
         mask = inputs["completion_mask"]

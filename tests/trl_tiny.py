@@ -89,7 +89,8 @@ def make_trainer(tok=None, judge=None, discriminator="tiny", seed=0, **kw):
     config = dict(output_dir=str(Path(tempfile.gettempdir()) / "rtt-trl-test-unused"), report_to="none", use_cpu=True,
                   num_generations=G, per_device_train_batch_size=len(PROMPT_ROWS), steps_per_generation=1,
                   max_completion_length=MAX_NEW, max_steps=1, epsilon=0.2, epsilon_high=0.27, beta=0.0,
-                  save_strategy="no", temperature=1.0, seed=seed, disable_tqdm=True)
+                  save_strategy="no", temperature=1.0, seed=seed, disable_tqdm=True,
+                  bf16=False)                            # TRL defaults to bf16 autocast, even on a CPU
     config.update(kw)
     trainer = RTTGRPOTrainer(model=tiny_causal_lm(tok, seed), args=GRPOConfig(**config), train_dataset=dataset,
                              processing_class=tok, rubric_prompts=prompts, judge=judge or StubJudge(),
