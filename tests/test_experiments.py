@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -100,3 +101,54 @@ def test_relevance_std_script(tmp_path, tiny_disc_dir):
     samples.write_text(json.dumps({"prompt_id": "nope", "response": "x"}) + "\n")
     bad = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and f"{samples}:1" in bad.stderr and "nope" in bad.stderr
+
+
+# --- experiments/grid.py and experiments/report.py ----------------------------------------------------------------
+
+import grid  # noqa: E402
+import report  # noqa: E402
+
+
+def test_short64_filter_keeps_only_constraints_that_fit_64_tokens():
+    row = lambda iid, **kw: {"rubrics": [{"checker": {"instruction_id": iid, "kwargs": kw}}]}  # noqa: E731
+    assert grid.short64(row("punctuation:no_comma"))
+    assert grid.short64(row("length_constraints:number_words", relation="less than", num_words=30))
+    assert not grid.short64(row("length_constraints:number_words", relation="at least", num_words=50))
+    assert not grid.short64(row("count:word_count_range", min_words=50, max_words=100))
+    assert not grid.short64(row("length_constraints:number_paragraphs", num_paragraphs=3))
+    assert grid.short64({"rubrics": [{"description": "an LLM-judged item"}]})
+
+
+def test_bootstrap_interval_is_paired_and_covers_the_point():
+    total = np.full(50, 2.0)
+    a = np.tile(np.array([2.0] * 25 + [1.0] * 25), (2, 1))                 # [S=2, N=50]
+    b = np.ones((1, 50))
+    point, lo, hi = report.bootstrap_difference(a, b, total, "instruction")
+    assert point == pytest.approx(0.25) and lo <= point <= hi and lo > 0
+    same = report.bootstrap_difference(b, b, total, "prompt")
+    assert same == (0.0, 0.0, 0.0)                                          # paired: no spread without a difference
+
+
+def test_grid_runs_resumes_keeps_small_outputs_and_report_rebuilds(tmp_path, tiny_dir, tiny_disc_dir, monkeypatch):
+    monkeypatch.setitem(grid.GRIDS, "tiny", {
+        "filter": "short64", "train": DATA, "heldout": DATA, "eval_tokens": 8,
+        "train_flags": ["--steps", "2", "--prompts-per-step", "2", "--group-size", "2", "--max-new-tokens", "8",
+                        "--micro-batch-tokens", "64", "--discriminator", str(tiny_disc_dir)],
+        "variants": {"grpo-aon": ["--algo", "grpo"], "rtt": ["--algo", "rtt"]}})
+    argv = ["--grid", "tiny", "--model", str(tiny_dir), "--seeds", "3", "--runs", str(tmp_path / "runs"),
+            "--results", str(tmp_path / "results")]
+    grid.main(argv)
+    results = tmp_path / "results" / "tiny"
+    for label in ("grpo-aon-seed3", "rtt-seed3"):
+        assert (results / label / "metrics.jsonl").exists() and (results / label / "config.json").exists()
+        assert (results / label / "eval" / "verdicts.jsonl").exists()
+    assert not list(results.rglob("*.safetensors"))                          # never a checkpoint
+    md = report.report(results, "grpo-aon")
+    assert "| rtt | 1 |" in md and "| base |" in md and "--algo rtt" in md
+    report.plot(results)
+    assert (results / "curves.png").stat().st_size > 0
+    stamp = (results / "rtt-seed3" / "metrics.jsonl").stat().st_mtime_ns
+    grid.main(argv)                                                          # finished: nothing is retrained
+    rows = [json.loads(l) for l in (tmp_path / "runs" / "tiny" / "rtt-seed3" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["kind"] == "train"] == [1, 2]
+    assert (results / "rtt-seed3" / "metrics.jsonl").stat().st_mtime_ns >= stamp

@@ -1,0 +1,191 @@
+"""
+Run a grid of training runs (variants x seeds) and their held-out evaluations, resumably, keeping the small outputs.
+
+    python experiments/grid.py --grid diagnosis --parallel 2 --threads 1          # why RTT lost the pilot (README)
+    python experiments/grid.py --grid diagnosis --only rtt rtt-eos-exclude --seeds 42
+    python experiments/grid.py --grid diagnosis --dry-run                         # print the commands, run nothing
+    python experiments/report.py results/diagnosis                                # tables and figures, from files only
+
+Every run is `python train.py` with the grid's shared settings plus its variant's flags; every policy (the base model
+and each run's final checkpoint) is scored greedily with `evaluate.py --bench heldout` on the grid's held-out file.
+A run that stopped continues from its checkpoint (`--resume`), finished runs and evaluations are skipped, so the grid
+can be run in several sittings. As soon as a run or an evaluation finishes, its small outputs are copied to
+results/GRID/ (metrics.jsonl, config.json, the evaluation's metrics.json and per-prompt verdicts.jsonl), which is
+what gets committed; checkpoints stay under runs/ and are never committed.
+
+Grids (GRIDS below):
+  diagnosis   the pilot where RTT lost to the base model: prompts whose constraints can be met in 64 new tokens
+              (the "short64" filter), 20 steps, lr 1e-5, P=2, G=8; RTT as specified and the ablations that test
+              each hypothesis (EOS relevance 0 / excluded, random relevance, lambda, RTT on a CSR reward).
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def short64(row: dict) -> bool:
+    """Prompts whose every constraint can be met inside 64 new tokens (about 45 words): no word-count ranges, no
+    paragraph counts, no "at least N words / sentences"."""
+    for item in row["rubrics"]:
+        checker = item.get("checker") or {}
+        iid, kwargs = checker.get("instruction_id"), checker.get("kwargs") or {}
+        if iid in ("count:word_count_range", "length_constraints:number_paragraphs"):
+            return False
+        if iid in ("length_constraints:number_words", "length_constraints:number_sentences") \
+                and kwargs.get("relation") == "at least":
+            return False
+    return True
+
+
+FILTERS = {"short64": short64}
+RTT = ["--algo", "rtt", "--norm", "intra"]
+GRIDS = {
+    "diagnosis": {
+        "filter": "short64", "train": "data/train.jsonl", "heldout": "data/heldout.jsonl", "eval_tokens": 64,
+        "train_flags": ["--steps", "20", "--lr", "1e-5", "--prompts-per-step", "2", "--group-size", "8",
+                        "--max-new-tokens", "64"],
+        "variants": {  # in the order they are run: the comparison first, then the ablations
+            "grpo-aon": ["--algo", "grpo", "--union", "aon"],
+            "rtt": RTT,
+            "rtt-eos-exclude": RTT + ["--eos-relevance", "exclude"],
+            "rtt-eos-zero": RTT + ["--eos-relevance", "zero"],
+            "rtt-random": RTT + ["--relevance", "random"],
+            "rtt-lambda0.1": RTT + ["--token-weight", "0.1"],
+            "rtt-csr": RTT + ["--union", "csr"],
+            "grpo-csr": ["--algo", "grpo", "--union", "csr"],
+            "rtt-lambda0.25": RTT + ["--token-weight", "0.25"],
+        },
+    },
+}
+
+
+def filtered_copy(src: Path, keep, dst: Path) -> Path:
+    """The rows of src for which keep(row) holds, written to dst (deterministic, same order)."""
+    lines = [l for l in src.read_text().splitlines() if l.strip()]
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.write_text("".join(l + "\n" for l in lines if keep(json.loads(l))))
+    return dst
+
+
+def final_checkpoint(run_dir: Path) -> Path | None:
+    latest = run_dir / "checkpoints" / "latest"
+    return run_dir / "checkpoints" / latest.read_text().strip() if latest.exists() else None
+
+
+def finished(run_dir: Path, steps: int) -> bool:
+    """Done when its metrics hold `steps` training rows and a checkpoint exists."""
+    metrics = run_dir / "metrics.jsonl"
+    if not (metrics.exists() and final_checkpoint(run_dir)):
+        return False
+    return sum('"kind": "train"' in line for line in metrics.read_text().splitlines()) >= steps
+
+
+def run(cmd: list, log: Path) -> float:
+    """Run cmd with stdout+stderr to log; seconds taken. A failure stops the grid with the log's tail."""
+    t0 = time.perf_counter()
+    with open(log, "w") as f:
+        done = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        tail = log.read_text(errors="replace").splitlines()[-15:]
+        raise SystemExit(f"[grid] failed (exit {done.returncode}): {' '.join(map(str, cmd))}\n  " + "\n  ".join(tail))
+    return time.perf_counter() - t0
+
+
+def keep_small_outputs(src: Path, dst: Path, names: tuple) -> None:
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        if (src / name).exists():
+            shutil.copy2(src / name, dst / name)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip(),
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--grid", choices=sorted(GRIDS), required=True, help="which grid (see above)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[42, 1], help="training seeds (paper: 42)")
+    ap.add_argument("--only", nargs="+", default=None, help="variants to run (default: all of the grid)")
+    ap.add_argument("--model", default="smollm2-135m", help="policy for every variant")
+    ap.add_argument("--runs", default="runs", help="where run folders and checkpoints go (never committed)")
+    ap.add_argument("--results", default="results", help="where the small outputs go (committed)")
+    ap.add_argument("--parallel", type=int, default=1, help="jobs at once")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per job")
+    ap.add_argument("--dry-run", action="store_true", help="print the commands and exit")
+    args = ap.parse_args(argv)
+    grid = GRIDS[args.grid]
+    names = args.only or list(grid["variants"])
+    unknown = sorted(set(names) - set(grid["variants"]))
+    if unknown:
+        raise SystemExit(f"error: --only {' '.join(unknown)}: not in grid {args.grid} ({', '.join(grid['variants'])})")
+    runs, results = ROOT / args.runs / args.grid, ROOT / args.results / args.grid
+    keep = FILTERS[grid["filter"]]
+    train_data = runs / "data" / f"train-{grid['filter']}.jsonl"
+    heldout = runs / "data" / f"heldout-{grid['filter']}.jsonl"
+    py, threads = sys.executable, ["--threads", str(args.threads)]
+
+    jobs = []  # (label, run folder, command); seeds outer, so every variant gets its first seed early
+    for seed in args.seeds:
+        for name in names:
+            run_dir = runs / f"{name}-seed{seed}"
+            cmd = [py, "train.py", "--model", args.model, "--train-data", str(train_data), "--eval-prompts", "0",
+                   *grid["train_flags"], *grid["variants"][name], "--seed", str(seed), "--out", str(run_dir),
+                   "--no-progress", *threads]
+            jobs.append((f"{name}-seed{seed}", run_dir, cmd))
+
+    def eval_cmd(model, out):
+        return [py, "evaluate.py", "--model", str(model), "--bench", "heldout", "--data", str(heldout),
+                "--max-new-tokens", str(grid["eval_tokens"]), "--out", str(out), *threads]
+
+    commands = {label: " ".join(["python", *map(str, cmd[1:])]).replace(str(ROOT) + "/", "")
+                for label, _, cmd in jobs}
+    if args.dry_run:
+        print("\n".join(commands.values()))
+        return
+    filtered_copy(ROOT / grid["train"], keep, train_data)
+    filtered_copy(ROOT / grid["heldout"], keep, heldout)
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "grid.json").write_text(json.dumps(
+        {"grid": args.grid, "model": args.model, "seeds": args.seeds, "variants": {n: grid["variants"][n]
+                                                                                     for n in names},
+         "train_flags": grid["train_flags"], "filter": grid["filter"], "eval_tokens": grid["eval_tokens"],
+         "train_prompts": sum(1 for _ in open(train_data)), "heldout_prompts": sum(1 for _ in open(heldout)),
+         "commands": {**commands, "base": " ".join(map(str, eval_cmd(args.model, "OUT")[1:]))}}, indent=1) + "\n")
+    steps = int(grid["train_flags"][grid["train_flags"].index("--steps") + 1])
+
+    def evaluate(label, model):
+        out = runs / "eval" / label
+        if not (out / "metrics.json").exists():
+            sec = run(eval_cmd(model, out), runs / f"{label}.eval.log")
+            m = json.loads((out / "metrics.json").read_text())
+            print(f"[grid] eval {label}: all met {100 * m['all_constraints_met_rate']:.1f} %, constraints met "
+                  f"{100 * m['constraint_rate']:.1f} % ({sec / 60:.1f} min)", flush=True)
+        keep_small_outputs(out, results / label / "eval", ("metrics.json", "verdicts.jsonl"))
+
+    def train_and_evaluate(job):
+        label, run_dir, cmd = job
+        if not finished(run_dir, steps):
+            # a checkpoint: continue from it; none (killed before the first one): start that run again
+            cmd = [*cmd, "--resume", str(run_dir)] if final_checkpoint(run_dir) else [*cmd, "--overwrite"]
+            print(f"[grid] {label}: training ...", flush=True)
+            sec = run(cmd, runs / f"{label}.train.log")
+            print(f"[grid] {label}: trained in {sec / 60:.1f} min", flush=True)
+        keep_small_outputs(run_dir, results / label, ("metrics.jsonl", "config.json"))
+        evaluate(label, final_checkpoint(run_dir))
+
+    with ThreadPoolExecutor(args.parallel) as pool:
+        futures = [pool.submit(evaluate, "base", args.model)] + [pool.submit(train_and_evaluate, j) for j in jobs]
+        for f in futures:
+            f.result()
+    print(f"[grid] done; small outputs in {results}; tables: python experiments/report.py {results}")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    main()
