@@ -3,6 +3,7 @@ Make the bundled rubric sets data/train.jsonl and data/heldout.jsonl (determinis
 
     python data/make_data.py                 # rewrites both files (a few seconds)
     python data/make_data.py --check         # exits 1 if the files on disk differ from what the script makes
+    python data/make_data.py --profile short # data/train-short.jsonl + heldout-short.jsonl (fit in 64 new tokens)
 
 Recipe:
 1. BASE_TASKS below: a few hundred short writing tasks we wrote ourselves for this project (emails, stories,
@@ -643,13 +644,15 @@ def split_tasks(rng: random.Random):
     return train, held
 
 
-def draw_constraints(rng: random.Random, usage: Counter, task_text: str = "") -> list[tuple[str, dict]]:
+def draw_constraints(rng: random.Random, usage: Counter, task_text: str = "",
+                     profile: str = "default") -> list[tuple[str, dict]]:
     """1-4 compatible constraints; families drawn with weight 1/(1+uses) so every family is used about equally."""
-    k = rng.choices(list(N_CONSTRAINTS), weights=list(N_CONSTRAINTS.values()))[0]
+    families, sampler, n_constraints = PROFILES[profile][:3]
+    k = rng.choices(list(n_constraints), weights=list(n_constraints.values()))[0]
     for _attempt in range(100):
         chosen: list[str] = []
         while len(chosen) < k:
-            options = [f for f in FAMILIES if compatible(f, chosen)]
+            options = [f for f in families if compatible(f, chosen)]
             if not options:
                 break
             low = min(usage[f] for f in options)
@@ -657,7 +660,7 @@ def draw_constraints(rng: random.Random, usage: Counter, task_text: str = "") ->
             chosen.append(rng.choices(options, weights=weights)[0])
         pool = KEYWORDS[:]
         rng.shuffle(pool)
-        constraints = [(f, sample_kwargs(f, rng, pool)) for f in chosen]
+        constraints = [(f, sampler(f, rng, pool)) for f in chosen]
         if kwargs_consistent(constraints, task_text):
             for f in chosen:
                 usage[f] += 1
@@ -677,7 +680,7 @@ def make_prompt(pid: str, task: tuple, constraints: list[tuple[str, dict]]) -> d
             "source": SOURCE, "meta": {"task": task_id, "genre": genre}}
 
 
-def make_split(name: str, tasks: list, n: int, rng: random.Random) -> list[dict]:
+def make_split(name: str, tasks: list, n: int, rng: random.Random, profile: str = "default") -> list[dict]:
     """n prompts cycling through the tasks (each task used n/len(tasks) times, in shuffled order)."""
     usage, rows, seen = Counter(), [], set()
     order = []
@@ -687,7 +690,7 @@ def make_split(name: str, tasks: list, n: int, rng: random.Random) -> list[dict]
         order.extend(block)
     for i, task in enumerate(order[:n]):
         for _ in range(20):  # avoid the exact same (task, constraints) prompt twice
-            constraints = draw_constraints(rng, usage, task[2])
+            constraints = draw_constraints(rng, usage, task[2], profile)
             key = (task[0], json.dumps(constraints, sort_keys=True))
             if key not in seen:
                 break
@@ -696,12 +699,14 @@ def make_split(name: str, tasks: list, n: int, rng: random.Random) -> list[dict]
     return rows
 
 
-def build() -> tuple[list[dict], list[dict]]:
+def build(profile: str = "default") -> tuple[list[dict], list[dict]]:
+    """(train, held-out) rows of a profile; the base-task split is the same for every profile."""
+    n_train, n_heldout, suffix = PROFILES[profile][3:]
     rng = random.Random(SEED)
     train_tasks, held_tasks = split_tasks(rng)
     assert not {t[2] for t in train_tasks} & {t[2] for t in held_tasks}
-    train = make_split("train", train_tasks, N_TRAIN, random.Random(SEED + 1))
-    heldout = make_split("heldout", held_tasks, N_HELDOUT, random.Random(SEED + 2))
+    train = make_split("train" + suffix, train_tasks, n_train, random.Random(SEED + 1), profile)
+    heldout = make_split("heldout" + suffix, held_tasks, n_heldout, random.Random(SEED + 2), profile)
     return train, heldout
 
 
@@ -714,7 +719,7 @@ def family_table(train: list[dict], heldout: list[dict]) -> str:
     ct = Counter(r["checker"]["instruction_id"] for row in train for r in row["rubrics"])
     ch = Counter(r["checker"]["instruction_id"] for row in heldout for r in row["rubrics"])
     lines = ["| family (instruction id) | train | held-out |", "|---|---:|---:|"]
-    for f in FAMILIES:
+    for f in [f for f in FAMILIES if ct[f] or ch[f]]:
         lines.append(f"| `{f}` | {ct[f]} | {ch[f]} |")
     lines.append(f"| **all constraints** | {sum(ct.values())} | {sum(ch.values())} |")
     lines.append(f"| **prompts** | {len(train)} | {len(heldout)} |")
@@ -728,14 +733,75 @@ def family_table(train: list[dict], heldout: list[dict]) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# 4. The "short" profile: every constraint can be met inside a CPU token cap (64 new tokens, about 45 words)
+
+SHORT_FAMILIES = [  # no paragraph counts, no word ranges, no "at least N words", no 15-keyword counts
+    "keywords:existence", "keywords:frequency", "keywords:forbidden_words", "keywords:letter_frequency",
+    "length_constraints:number_words", "length_constraints:number_sentences",
+    "detectable_content:postscript", "detectable_content:number_placeholders",
+    "detectable_format:number_bullet_lists", "detectable_format:number_highlighted_sections",
+    "detectable_format:title", "startend:end_checker", "startend:quotation",
+    "change_case:english_lowercase", "change_case:english_capital", "change_case:capital_word_frequency",
+    "punctuation:no_comma", "sentence:keyword", "count:numbers", "format:emoji",
+]
+SHORT_N_CONSTRAINTS = {1: 0.25, 2: 0.25, 3: 0.25, 4: 0.25}  # many K = 3-4 prompts: there AON is sparse
+SHORT_END_PHRASES = ["Thank you for reading.", "That is all for today.", "Have a wonderful day!",
+                     "Any other questions?"]
+
+
+def sample_kwargs_short(fid: str, rng: random.Random, pool: list[str]) -> dict:
+    """kwargs sized so that a 45-word answer can meet them (the short profile)."""
+    if fid == "keywords:existence":
+        return {"keywords": [pool.pop() for _ in range(rng.choice([1, 1, 2]))]}
+    if fid == "keywords:frequency":
+        return {"keyword": pool.pop(), "frequency": 2, "relation": "at least"}
+    if fid == "keywords:letter_frequency":
+        if rng.random() < 0.6:
+            return {"letter": rng.choice(COMMON_LETTERS), "let_frequency": rng.choice([3, 5]),
+                    "let_relation": "at least"}
+        return {"letter": rng.choice(RARE_LETTERS), "let_frequency": rng.choice([1, 2]), "let_relation": "less than"}
+    if fid == "length_constraints:number_words":
+        return {"num_words": rng.choice([20, 30, 40]), "relation": "less than"}
+    if fid == "length_constraints:number_sentences":
+        return {"num_sentences": rng.choice([2, 3, 4]), "relation": "less than"}
+    if fid == "detectable_content:postscript":
+        return {"postscript_marker": "P.S."}
+    if fid == "detectable_content:number_placeholders":
+        return {"num_placeholders": 1}
+    if fid == "detectable_format:number_bullet_lists":
+        return {"num_bullets": rng.choice([1, 2])}
+    if fid == "detectable_format:number_highlighted_sections":
+        return {"num_highlights": 1}
+    if fid == "startend:end_checker":
+        return {"end_phrase": rng.choice(SHORT_END_PHRASES)}
+    if fid == "change_case:capital_word_frequency":
+        return {"capital_frequency": rng.choice([2, 3]), "capital_relation": "less than"}
+    if fid == "sentence:keyword":
+        return {"word": pool.pop(), "N": 1}
+    if fid == "count:numbers":
+        return {"N": 1}
+    return sample_kwargs(fid, rng, pool)  # forbidden words, and the families without kwargs
+
+
+PROFILES = {  # name -> (families, kwargs sampler, K distribution, train prompts, held-out prompts, file suffix)
+    "default": (FAMILIES, sample_kwargs, N_CONSTRAINTS, N_TRAIN, N_HELDOUT, ""),
+    "short": (SHORT_FAMILIES, sample_kwargs_short, SHORT_N_CONSTRAINTS, 3000, 300, "-short"),
+}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
     ap.add_argument("--out", type=Path, default=ROOT / "data", help="folder for train.jsonl and heldout.jsonl")
     ap.add_argument("--check", action="store_true", help="only compare with the files on disk (exit 1 if different)")
     ap.add_argument("--table", action="store_true", help="print the per-family table (markdown)")
+    ap.add_argument("--profile", choices=sorted(PROFILES), default="default",
+                    help="default: data/train.jsonl + heldout.jsonl (kwargs for 50-200 word answers); short: "
+                         "data/train-short.jsonl + heldout-short.jsonl, every constraint can be met in 64 new tokens")
     args = ap.parse_args(argv)
-    train, heldout = build()
-    files = {"train.jsonl": dumps(train), "heldout.jsonl": dumps(heldout)}
+    train, heldout = build(args.profile)
+    suffix = PROFILES[args.profile][5]
+    files = {f"train{suffix}.jsonl": dumps(train), f"heldout{suffix}.jsonl": dumps(heldout)}
     if args.check:
         bad = [n for n, text in files.items()
                if not (args.out / n).exists() or (args.out / n).read_text(encoding="utf-8") != text]

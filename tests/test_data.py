@@ -293,3 +293,23 @@ def test_make_data_is_deterministic():
 
 def test_family():
     assert data.family("keywords:existence") == "keywords:existence" and data.family(None) == "llm"
+
+
+def test_short_profile_fits_the_cpu_cap_and_is_deterministic():
+    import make_data
+    train, held = make_data.build("short")
+    assert make_data.dumps(train) == (ROOT / "data" / "train-short.jsonl").read_text(encoding="utf-8")
+    assert make_data.dumps(held) == (ROOT / "data" / "heldout-short.jsonl").read_text(encoding="utf-8")
+    assert (len(train), len(held)) == (3000, 300)
+    assert not {r["meta"]["task"] for r in train} & {r["meta"]["task"] for r in held}
+    sys.path.insert(0, str(ROOT / "experiments"))
+    import grid
+    assert all(grid.short64(r) for r in train + held)                 # nothing that needs more than 64 tokens
+    for r in train + held:
+        for item in r["rubrics"]:
+            iid, kw = item["checker"]["instruction_id"], item["checker"]["kwargs"]
+            assert iid in make_data.SHORT_FAMILIES
+            assert kw.get("num_words", 0) <= 40 and kw.get("num_bullets", 0) <= 2 and kw.get("N", 1) == 1
+    ks = [len(r["rubrics"]) for r in held]
+    assert min(ks) == 1 and max(ks) == 4 and ks.count(4) >= 50          # K = 4 prompts, where AON is sparse
+    assert len(data.load_rubric_jsonl(ROOT / "data" / "heldout-short.jsonl")) == 300   # loads and validates
