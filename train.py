@@ -116,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="relevance of the stop token: as the discriminator rates it (ours), zero (the released "
                         "code: the stop token then takes about -sqrt(n-1)*s), or exclude it from the token advantage "
                         "(it keeps A_res) (default: discriminator; zero with --reference-quirks)")
+    g.add_argument("--curriculum", choices=["none", "constraints"], default="none",
+                   help="prompt order: none (the paper's: shuffled), or constraints: easy to hard over the number "
+                        "of constraints, K <= 1 first, then <= 2, ... in equal stages (Conifer; not in the paper)")
     g.add_argument("--group-size", type=int, default=8, help="G, responses per prompt (paper: 8)")
     g.add_argument("--prompts-per-step", type=int, default=None,
                    help="P, prompts per step (paper: 64; default 2 on CPU, 4 on GPU)")
@@ -511,13 +514,25 @@ def lr_lambda(warmup: int, total: int, decay: str):
     return f
 
 
-def batch_of_prompts(prompts: list, step: int, per_step: int, seed: int) -> list:
-    """Prompts of a step: an endless stream of seeded epoch permutations, so position = step * per_step."""
+def batch_of_prompts(prompts: list, step: int, per_step: int, seed: int, curriculum: str = "none",
+                     steps: int = 1) -> list:
+    """Prompts of a step: an endless stream of seeded epoch permutations, so position = step * per_step.
+
+    curriculum "constraints" (easy to hard, as in Conifer): the run is cut into as many equal stages as the largest
+    number of constraints K_max; stage j draws only prompts with at most j + 1 constraints (the last stage: all).
+    """
+    if curriculum == "constraints":
+        k_max = max(len(p.rubrics) for p in prompts)
+        allowed = min(k_max, 1 + step * k_max // max(1, steps))                 # K of this step's stage
+        pool = [p for p in prompts if len(p.rubrics) <= allowed] or prompts
+        seed = seed + 1000 * allowed                                           # each stage its own stream
+    else:
+        pool = prompts
     out = []
     for pos in range(step * per_step, (step + 1) * per_step):
-        epoch, i = divmod(pos, len(prompts))
-        order = np.random.default_rng(seed + epoch).permutation(len(prompts))
-        out.append(prompts[order[i]])
+        epoch, i = divmod(pos, len(pool))
+        order = np.random.default_rng(seed + epoch).permutation(len(pool))
+        out.append(pool[order[i]])
     return out
 
 
@@ -688,7 +703,7 @@ def main(argv=None):
     for step in bar:
         t_step = time.perf_counter()
         times = {}
-        prompts = batch_of_prompts(train_prompts, step, P, args.seed)
+        prompts = batch_of_prompts(train_prompts, step, P, args.seed, args.curriculum, args.steps)
 
         # 1. rollout: G responses per prompt, rows prompt-major (b = p*G + g)
         t0 = time.perf_counter()

@@ -309,3 +309,15 @@ def test_script_help_and_subprocess_smoke(tmp_path, tiny_dir, tiny_disc_dir):
     assert "held-out after training" in proc.stdout and "curves:" in proc.stdout
     replot = subprocess.run([sys.executable, "train.py", "--plot", str(out)], cwd=ROOT, capture_output=True, text=True)
     assert replot.returncode == 0 and "curves.png" in replot.stdout
+
+
+def test_curriculum_goes_from_few_to_many_constraints():
+    from types import SimpleNamespace
+    prompts = [SimpleNamespace(id=i, rubrics=[0] * (1 + i % 4)) for i in range(40)]     # K = 1..4, ten each
+    ks = [[len(p.rubrics) for p in train.batch_of_prompts(prompts, s, 4, 7, "constraints", 8)] for s in range(8)]
+    assert max(ks[0] + ks[1]) == 1 and max(ks[2] + ks[3]) == 2 and max(ks[6] + ks[7]) <= 4
+    assert 4 in ks[6] + ks[7] or 3 in ks[6] + ks[7]
+    plain = [train.batch_of_prompts(prompts, s, 4, 7) for s in range(2)]                 # default: unchanged
+    assert plain == [train.batch_of_prompts(prompts, s, 4, 7, "none", 8) for s in range(2)]
+    assert train.batch_of_prompts(prompts, 5, 4, 7, "constraints", 8) == \
+        train.batch_of_prompts(prompts, 5, 4, 7, "constraints", 8)                       # a function of the step
