@@ -56,12 +56,14 @@ import numpy as np
 import torch
 
 import editors
+import errors
+from errors import ProjectError
 
 TEMPLATE = ("Identify which tokens in the response are relevant to the criteria.\n\n"
             "Criteria: {criterion}\n\nResponse:\n\n")
 
 
-class DiscriminatorError(RuntimeError):
+class DiscriminatorError(ProjectError, RuntimeError):
     """A discriminator that cannot be used as asked (wrong tokenizer, untrained head, ...); the message says why."""
 
 
@@ -984,7 +986,7 @@ def _llm_from_args(args):
         return judge.EndpointLLM(args.editor_url, args.editor_name, max_tokens=args.editor_max_tokens)
     if args.editor_model:
         return judge.LocalLLM(args.editor_model, max_new_tokens=args.editor_max_tokens)
-    raise SystemExit("--source editor/extract needs --editor-model NAME or --editor-url URL")
+    raise errors.UsageError("--source editor/extract needs an editor LLM, pass --editor-model NAME or --editor-url URL")
 
 
 def cmd_label(args):
@@ -1090,11 +1092,16 @@ def cmd_eval(args):
 def cmd_show(args):
     model, tok = load_discriminator(args.model, device=args.device, allow_untrained=args.allow_untrained)
     if args.labels:
-        row = read_jsonl(args.labels)[args.index]
+        rows = read_jsonl(args.labels)
+        if not -len(rows) <= args.index < len(rows):
+            raise errors.UsageError(f"--index {args.index} is past the {len(rows)} rows of {args.labels}, "
+                                    "pass a smaller --index")
+        row = rows[args.index]
         criterion, ids, gold = row["criterion"], row.get("ids") or tokenize_response(tok, row["text"])[0], row["labels"]
     else:
         if not (args.criterion and args.text is not None):
-            raise SystemExit("show needs --criterion and --text, or --labels FILE --index I")
+            raise errors.UsageError("show needs a text to shade, pass --criterion and --text, or --labels FILE "
+                                    "--index I")
         criterion, ids, gold = args.criterion, tokenize_response(tok, args.text)[0], None
     probs = score_pairs(model, tok, [(criterion, ids)])[0].tolist()
     strings = _token_strings(tok, ids)
@@ -1115,7 +1122,7 @@ def main(argv=None):
     def common(p):
         p.add_argument("--seed", type=int, default=42, help="seed of prompt choice, sampling, split and training")
         p.add_argument("--device", default=None, help="cpu / cuda (default: cuda if available)")
-        p.add_argument("--threads", type=int, default=0,
+        p.add_argument("--threads", type=errors.non_negative_int, default=0,
                        help="torch CPU threads (0: torch's default). On a CPU shared with other jobs, 1 thread per "
                             "process is often several times faster than oversubscribed threads")
 
@@ -1128,7 +1135,7 @@ def main(argv=None):
     p.add_argument("--n-samples", type=int, default=0,
                    help="sample the policy on only this many of the prompts; the others reuse those samples "
                         "(0: sample every prompt)")
-    p.add_argument("--max-new-tokens", type=int, default=48, help="length of each policy sample")
+    p.add_argument("--max-new-tokens", type=errors.positive_int, default=48, help="length of each policy sample")
     p.add_argument("--max-words", type=int, default=60, help="words of the sample kept as the base of a response")
     p.add_argument("--responses", default=None, help="JSONL {prompt_id, response} to use instead of sampling")
     p.add_argument("--source", choices=["rule", "editor", "extract"], default="rule",
@@ -1203,7 +1210,8 @@ def main(argv=None):
     p.add_argument("--n-prompts", type=int, default=CPU_DEFAULTS["n_prompts"], help="training prompts to label")
     p.add_argument("--n-samples", type=int, default=CPU_DEFAULTS["n_samples"],
                    help="prompts the policy is sampled on (the other prompts reuse these samples)")
-    p.add_argument("--max-new-tokens", type=int, default=CPU_DEFAULTS["max_new_tokens"], help="policy sample length")
+    p.add_argument("--max-new-tokens", type=errors.positive_int, default=CPU_DEFAULTS["max_new_tokens"],
+                   help="policy sample length")
     p.add_argument("--lr", type=float, default=CPU_DEFAULTS["lr"], help="peak lr (CPU setting; spec: 9e-6)")
     p.add_argument("--epochs", type=float, default=CPU_DEFAULTS["epochs"], help="epochs (spec: 2)")
     p.add_argument("--keep-layers", type=int, default=CPU_DEFAULTS["keep_layers"],
@@ -1220,4 +1228,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    errors.main_boundary(main)

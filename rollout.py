@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+import errors
+
 
 @dataclass
 class Rollout:
@@ -144,12 +146,13 @@ def generate_rollout(model, tokenizer, messages_list: list, group_size: int = 8,
 def add_sampling_args(parser: argparse.ArgumentParser, max_new_tokens: int | None = 256,
                       max_new_tokens_help: str = "small default for CPU") -> None:
     """Sampling flags shared by rollout.py and train.py (spec §8 defaults)."""
-    parser.add_argument("--temperature", type=float, default=0.99, help="sampling temperature (paper: 0.99; 0 = greedy)")
-    parser.add_argument("--top-p", type=float, default=0.99, help="nucleus sampling top-p (paper: 0.99)")
-    parser.add_argument("--top-k", type=int, default=100, help="top-k sampling (paper: 100)")
-    parser.add_argument("--max-new-tokens", type=int, default=max_new_tokens,
+    parser.add_argument("--temperature", type=errors.non_negative_float, default=0.99,
+                        help="sampling temperature (paper: 0.99; 0 = greedy)")
+    parser.add_argument("--top-p", type=errors.probability, default=0.99, help="nucleus sampling top-p (paper: 0.99)")
+    parser.add_argument("--top-k", type=errors.positive_int, default=100, help="top-k sampling (paper: 100)")
+    parser.add_argument("--max-new-tokens", type=errors.positive_int, default=max_new_tokens,
                         help=f"response length limit in tokens (paper: 4096; {max_new_tokens_help})")
-    parser.add_argument("--max-prompt-tokens", type=int, default=2048,
+    parser.add_argument("--max-prompt-tokens", type=errors.positive_int, default=2048,
                         help="prompts longer than this are skipped and counted (paper: 2048)")
 
 
@@ -159,20 +162,19 @@ def main(argv=None):
     parser.add_argument("--model", default=models.DEFAULT_MODEL,
                         help=f"alias ({', '.join(models.ALIASES)}), hub id, local folder or .gguf file")
     parser.add_argument("--prompt", required=True, help="the user message")
-    parser.add_argument("-n", "--group-size", type=int, default=4, help="responses to sample (G; paper: 8)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("-n", "--group-size", type=errors.positive_int, default=4,
+                        help="responses to sample (G; paper: 8)")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
     add_sampling_args(parser)
     args = parser.parse_args(argv)
-    try:
-        tokenizer = models.load_tokenizer(args.model)
-        model = models.load_causal_lm(args.model)
-    except models.ModelLoadError as e:
-        parser.exit(2, f"error: {e}\n")
+    tokenizer = models.load_tokenizer(args.model)  # models.ModelLoadError: one line, from errors.main_boundary
+    model = models.load_causal_lm(args.model)
     r = generate_rollout(model, tokenizer, [[{"role": "user", "content": args.prompt}]], args.group_size,
                          args.max_new_tokens, args.temperature, args.top_p, args.top_k, args.max_prompt_tokens,
                          seed=args.seed)
     if r.skipped:
-        parser.exit(2, f"error: the prompt is longer than --max-prompt-tokens {args.max_prompt_tokens}\n")
+        raise errors.UsageError(f"the prompt is longer than --max-prompt-tokens {args.max_prompt_tokens}, "
+                                "shorten it or raise the limit")
     for g, text in enumerate(r.texts):
         n = int(r.response_mask[g].sum())
         print(f"--- response {g + 1}/{len(r.texts)} ({n} tokens{', truncated' if r.truncated[g] else ''})")
@@ -181,4 +183,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    errors.main_boundary(main)
