@@ -1147,7 +1147,7 @@ def main(argv=None):
     p.add_argument("--editor-max-tokens", type=int, default=512, help="new tokens per editor reply")
     p.add_argument("--editor-writes", action="store_true",
                    help="the editor LLM writes the all-constraints-met response (paper); default: rule repair")
-    p.add_argument("--out", default="runs/disc/labels.jsonl")
+    p.add_argument("--out", default="runs/disc/labels.jsonl", help="label JSONL to write (samples go next to it)")
     p.set_defaults(fn=cmd_label)
 
     p = sub.add_parser("train", help="fine-tune a backbone + one-logit head with token BCE")
@@ -1180,10 +1180,10 @@ def main(argv=None):
     p = sub.add_parser("eval", help="token accuracy / precision / recall / F1 at 0.5 / AUROC, per family")
     common(p)
     p.add_argument("--model", required=True, help="a folder saved by `train`")
-    p.add_argument("--labels", required=True)
+    p.add_argument("--labels", required=True, help="label JSONL from `label` (the one the model was trained on)")
     p.add_argument("--split", choices=["eval", "train", "all"], default="eval",
                    help="which side of the by-prompt split (same --eval-frac / --seed as train)")
-    p.add_argument("--eval-frac", type=float, default=0.15)
+    p.add_argument("--eval-frac", type=float, default=0.15, help="fraction of prompts held out (as in train)")
     p.add_argument("--batch-tokens", type=int, default=0, help="padded tokens per inference batch (0: 2048 on CPU, "
                    "16384 on GPU)")
     p.add_argument("--json", default=None, help="also write the metrics here")
@@ -1191,11 +1191,11 @@ def main(argv=None):
 
     p = sub.add_parser("show", help="print a response with each token shaded by its relevance to a criterion")
     common(p)
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", required=True, help="a folder saved by `train`")
     p.add_argument("--criterion", default=None, help="the constraint text (as in a rubric)")
     p.add_argument("--text", default=None, help="the response text")
     p.add_argument("--labels", default=None, help="or show row --index of a label file, with its labels")
-    p.add_argument("--index", type=int, default=0)
+    p.add_argument("--index", type=int, default=0, help="which row of --labels to show (0 = the first)")
     p.add_argument("--color", action="store_true", help="force ANSI colours")
     p.add_argument("--no-color", action="store_true", help="mark tokens with p >= 0.5 as token[p] instead")
     p.add_argument("--allow-untrained", action="store_true", help="accept a backbone without a trained head")
@@ -1203,10 +1203,10 @@ def main(argv=None):
 
     p = sub.add_parser("ensure", help="label + train + eval in one go (what train.py calls), unless --out has one")
     common(p)
-    p.add_argument("--policy", default="smollm2-135m")
-    p.add_argument("--out", required=True)
-    p.add_argument("--backbone", default=None)
-    p.add_argument("--prompts", default="data/train.jsonl")
+    p.add_argument("--policy", default="smollm2-135m", help="the policy whose tokenizer the discriminator shares")
+    p.add_argument("--out", required=True, help="folder of the discriminator (kept as is if it holds one)")
+    p.add_argument("--backbone", default=None, help="discriminator backbone (default: the policy's, models.py)")
+    p.add_argument("--prompts", default="data/train.jsonl", help="rubric prompts to label (data.py format)")
     p.add_argument("--n-prompts", type=int, default=CPU_DEFAULTS["n_prompts"], help="training prompts to label")
     p.add_argument("--n-samples", type=int, default=CPU_DEFAULTS["n_samples"],
                    help="prompts the policy is sampled on (the other prompts reuse these samples)")
