@@ -363,12 +363,12 @@ class EndpointLLM:
 
     url: the base URL (".../v1") or the full ".../chat/completions" URL. model: the model name the server expects.
     Greedy (temperature 0), `max_tokens` new tokens. Each try gets `timeout` seconds, reading the answer's body
-    included (a server that trickles its body in is cut off, not read for minutes). A failed try: connection errors, timeouts, HTTP 429
-    and 5xx, and an unusable answer (not JSON, another shape than {"choices": [{"message": {"content": str}}]},
-    larger than MAX_REPLY_BYTES, cut short); failed tries are retried `retries` times with exponential back-off
-    (backoff * 2**attempt s). Other HTTP errors fail at once. `concurrency` requests run in parallel (threads).
-    The API key, if any, comes from the argument or the RTT_JUDGE_API_KEY environment variable. Standard library
-    only (urllib).
+    included (a server that trickles its body in is cut off, not read for minutes). A failed try: connection
+    errors, timeouts, HTTP 429 and 5xx, and an unusable answer (not JSON, another shape than
+    {"choices": [{"message": {"content": str}}]}, larger than MAX_REPLY_BYTES, cut short); failed tries are retried
+    `retries` times with exponential back-off (backoff * 2**attempt s). Other HTTP errors fail at once.
+    `concurrency` requests run in parallel (threads). The API key, if any, comes from the argument or the
+    RTT_JUDGE_API_KEY environment variable. Standard library only (urllib).
     """
 
     def __init__(self, url: str, model: str = "default", timeout: float = 60.0, retries: int = 4,
@@ -639,7 +639,7 @@ class Judge:
                                     prompts[prompt_index[b]].rubrics[k].description, self.max_response_chars)
                      for b, k in llm_jobs]
             replies = self.llm.generate(chats)
-            for (b, k), reply in zip(llm_jobs, replies):
+            for (b, k), reply in zip(llm_jobs, replies, strict=True):  # a backend that drops one: an error
                 v = parse_verdict(reply, self.parser)
                 if v is None:
                     st["llm_unparseable"] += 1

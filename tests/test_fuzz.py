@@ -213,6 +213,7 @@ ENDPOINT_ANSWERS = {  # mode -> (HTTP status, body)
     "503": (503, b"overloaded"),
     "400": (400, b'{"error": "unknown model"}'),
     "trickle": (200, GOOD_ANSWER + b" " * 300),  # sent one byte every 0.05 s: 15 s in all
+    "cut-short": (200, GOOD_ANSWER[:20]),         # announces more bytes than it sends, then hangs up
 }
 
 
@@ -225,7 +226,7 @@ class _FakeEndpoint(http.server.BaseHTTPRequestHandler):
         mode = self.path.strip("/").split("/")[0]
         status, body = ENDPOINT_ANSWERS.get(mode, (200, GOOD_ANSWER))
         self.send_response(status)
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(len(body) + (100 if mode == "cut-short" else 0)))
         self.end_headers()
         try:
             if mode == "trickle":
