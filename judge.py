@@ -170,7 +170,8 @@ def build_watching_random(instruction_id: str, kwargs: dict | None, prompt: str 
     The checkers fill in what they are not given with random values (a missing keyword list, a negative count, an
     unknown letter); a draw while building means the verdict would be about a constraint the data never stated.
     The registries call `random.randint(...)` etc. through the module, so replacing those functions for the
-    duration of the build sees every draw. Seeded like `describe`, and `random` is restored afterwards.
+    duration of the build sees every draw. Seeded like `describe`, and `random` is restored afterwards. Meant for
+    loading data, before any other thread draws from `random` (a draw of another thread would be counted too).
     """
     drawn = []
     real = {name: getattr(random, name) for name in _RANDOM_DRAWS}

@@ -8,7 +8,7 @@ the same files, byte for byte, afterwards (so no --out folder, run.json or half-
 Most cases call `errors.main_boundary(script.main, argv)` in this process (a subprocess per case would take minutes
 on a 2-core machine); SUBPROCESS_CASES run a few of them as the real `python SCRIPT.py ...` to check the wiring.
 Judge faults go to a fake OpenAI-compatible endpoint on 127.0.0.1, which picks its behaviour from the URL path and
-stops by itself after MAX_REQUESTS requests or MAX_SECONDS seconds. The train.py cases are in test_train.py.
+stops by itself after MAX_REQUESTS requests or MAX_SECONDS seconds. train.py has no case in this table yet.
 """
 import http.server
 import importlib
@@ -28,6 +28,7 @@ import errors
 
 ROOT = Path(__file__).resolve().parent.parent
 IFEVAL_MINI = Path(__file__).parent / "fixtures" / "eval_ifeval_mini.jsonl"
+FIRST_PROMPT = json.loads(IFEVAL_MINI.read_text().splitlines()[0])["prompt"]
 
 # ---------------------------------------------------------------------------------------------------------------
 # Inputs: one good row of each file, then the bad rows
@@ -272,7 +273,8 @@ def _closed_port() -> int:
 # ---------------------------------------------------------------------------------------------------------------
 # The table. A case: (id, script, argv, files, names). In argv and names, {d} is the case's folder, {m:NAME} a model
 # of models_dir, {url} the fake endpoint, {closed} a loopback port nobody listens on. files: name -> bytes to write
-# into the folder first (besides the good d.jsonl, r.jsonl and bench.jsonl every case gets).
+# into the folder first (besides the good d.jsonl, r.jsonl and bench.jsonl every case gets), or a str, filled in
+# like argv first.
 
 JUDGE = ["--data", "{d}/d.jsonl", "--responses", "{d}/r.jsonl"]
 EVAL = ["--bench", "ifeval", "--data", "{d}/bench.jsonl", "--out", "{d}/out", "--batch-size", "2",
@@ -321,6 +323,10 @@ def _table():
         cases.append((f"judge endpoint: {mode}", "judge",
                       JUDGE + ["--judge-url", f"{{url}}/{mode}/v1", "--judge-timeout", "1", "--judge-retries", "1"],
                       {}, [f"{{url}}/{mode}/v1/chat/completions"]))
+    cases.append(("judge endpoint: 503 keeps the old --out", "judge",
+                  JUDGE + ["--out", "{d}/o.jsonl", "--judge-url", "{url}/503/v1", "--judge-timeout", "1",
+                           "--judge-retries", "0"], {"o.jsonl": b"the results of an earlier run\n"},
+                  ["{url}/503/v1/chat/completions"]))
     cases.append(("judge endpoint: nobody listens", "judge",
                   JUDGE + ["--judge-url", "http://127.0.0.1:{closed}/v1", "--judge-timeout", "1",
                            "--judge-retries", "1"], {}, ["http://127.0.0.1:{closed}/v1", "is down"]))
@@ -345,6 +351,11 @@ def _table():
         ("evaluate: out holds another setting", "evaluate", EVAL + ["--model", "{m:tiny}"],
          {"out/run.json": json.dumps({"bench": "ifeval", "model": "other", "max_new_tokens": 4,
                                       "max_prompt_tokens": 4096}).encode()}, ["{d}/out", "pass another --out"]),
+        ("evaluate: generations kept when the model fails", "evaluate", EVAL + ["--model", "{m:truncated-weights}"],
+         {"out/run.json": json.dumps({"bench": "ifeval", "model": "{m:truncated-weights}", "max_new_tokens": 4,
+                                      "max_prompt_tokens": 4096}),
+          "out/generations.jsonl": json.dumps({"prompt": FIRST_PROMPT, "response": "kept"}) + '\n{"prompt": "half'},
+         ["{m:truncated-weights}"]),                                     # one generation, one line cut by a kill
         ("evaluate: out holds a damaged run.json", "evaluate", EVAL + ["--model", "{m:tiny}"],
          {"out/run.json": b'{"bench": "if'}, ["{d}/out/run.json"]),
         ("evaluate: --compare folder missing", "evaluate", ["--compare", "{d}/nothing"], {}, ["{d}/nothing"]),
@@ -440,10 +451,10 @@ def _prepare(case, tmp_path, models, url, disc, closed):
     (d / "d.jsonl").write_bytes(line(GOOD_ROW))
     (d / "r.jsonl").write_bytes(line(GOOD_RESPONSES))
     (d / "bench.jsonl").write_bytes(IFEVAL_MINI.read_bytes())
+    fill = lambda s: _fill(s, d, models, url, disc, closed)  # noqa: E731
     for rel, content in files.items():
         (d / rel).parent.mkdir(parents=True, exist_ok=True)
-        (d / rel).write_bytes(content)
-    fill = lambda s: _fill(s, d, models, url, disc, closed)  # noqa: E731
+        (d / rel).write_bytes(content if isinstance(content, bytes) else fill(content).encode())
     return d, [fill(a) for a in argv], [fill(n) for n in names]
 
 
