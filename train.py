@@ -32,6 +32,7 @@ How this departs from the released code (spec §10), and why:
     in under 30 minutes on 2 cores, so P=2, 64 new tokens, 5 steps, lr 1e-5; every paper value is in --help.
 """
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -49,6 +50,7 @@ import torch
 
 import advantages as adv
 import diagnostics
+import errors
 import models
 from rollout import add_sampling_args, generate_rollout
 
@@ -211,7 +213,7 @@ def settings_for_resume(args, saved: dict, given: set, where: str):
             merged[k] = new
         elif new != old:
             flag = "--" + k.replace("_", "-")
-            raise SystemExit(f"error: {flag} {new} contradicts the run being resumed ({where} has {flag} {old}); "
+            raise errors.UsageError(f"{flag} {new} contradicts the run being resumed ({where} has {flag} {old}); "
                              f"resume without {flag}, or start a new run")
     return argparse.Namespace(**merged)
 
@@ -386,7 +388,7 @@ def find_checkpoint(path: str) -> Path:
     if steps:  # `latest` missing or dangling (killed between the rename and its write): the newest complete one
         print(f"[train] {latest} does not name a checkpoint; resuming from the newest one, {steps[-1].name}")
         return steps[-1]
-    raise SystemExit(f"error: --resume {path}: no checkpoint there (expected {p}/checkpoints/latest or a "
+    raise errors.UsageError(f"--resume {path}: no checkpoint there (expected {p}/checkpoints/latest or a "
                      "checkpoint folder with trainer_state.pt)")
 
 
@@ -396,7 +398,7 @@ def load_trainer_state(ckpt: Path) -> dict:
     try:
         return torch.load(path, weights_only=True)
     except Exception as e:  # pickle payloads, truncated or foreign files: refused, never executed
-        raise SystemExit(f"error: cannot load {path} as a trainer state ({type(e).__name__}: {str(e)[:200]}); "
+        raise errors.UsageError(f"cannot load {path} as a trainer state ({type(e).__name__}: {str(e)[:200]}); "
                          "it may be damaged or come from an older version: resume from another checkpoint folder")
 
 
@@ -427,11 +429,79 @@ def refuse_to_overwrite_a_run(out: Path, overwrite: bool) -> None:
     """A new run never mixes into an old one: a folder with checkpoints or metrics is resumed or, if asked, emptied."""
     holds_run = (out / "metrics.jsonl").exists() or any((out / "checkpoints").glob("step_*"))
     if holds_run and not overwrite:
-        raise SystemExit(f"error: {out} already holds a run (checkpoints or metrics.jsonl); continue it with "
-                         f"`python train.py --resume {out}`, or pass --overwrite to delete it and start again")
-    if holds_run:
-        shutil.rmtree(out / "checkpoints", ignore_errors=True)
-        (out / "metrics.jsonl").unlink(missing_ok=True)
+        raise errors.UsageError(f"{out} already holds a run (checkpoints or metrics.jsonl); continue it with "
+                                f"`python train.py --resume {out}`, or pass --overwrite to delete it and start again")
+
+
+SETTING_RULES = [  # (setting, what it must be, test): impossible values are refused before any work
+    ("prompts_per_step", "at least 1", lambda v: v >= 1), ("group_size", "at least 2 (GRPO normalises within a "
+                                                                         "group)", lambda v: v >= 2),
+    ("steps", "at least 1", lambda v: v >= 1), ("mini_batches", "at least 1", lambda v: v >= 1),
+    ("max_constraints", "at least 1", lambda v: v >= 1), ("lr", "above 0 and below 1 (paper: 1e-6)",
+                                                          lambda v: 0 < v < 1),
+    ("weight_decay", "0 or more", lambda v: v >= 0), ("warmup_steps", "0 or more", lambda v: v is None or v >= 0),
+    ("clip_low", "above 0 and below 1 (paper: 0.2)", lambda v: 0 < v < 1),
+    ("clip_high", "above 0 (paper: 0.27)", lambda v: 0 < v < math.inf), ("grad_clip", "above 0", lambda v: v > 0),
+    ("kl", "0 or more", lambda v: v >= 0), ("lora", "0 (off) or a rank of at least 1", lambda v: v >= 0),
+    ("token_weight", "0 or more (paper: 0.5)", lambda v: v >= 0), ("token_std_floor", "0 or more",
+                                                                    lambda v: v >= 0),
+    ("micro_batch_tokens", "at least 1", lambda v: v >= 1), ("disc_batch_tokens", "at least 1", lambda v: v >= 1),
+    ("save_every", "at least 1", lambda v: v >= 1), ("keep_checkpoints", "at least 1", lambda v: v >= 1),
+    ("eval_every", "0 or more", lambda v: v >= 0), ("eval_prompts", "0 or more", lambda v: v >= 0),
+    ("threads", "0 (torch's default) or more", lambda v: v >= 0),
+]
+
+
+def check_settings(args) -> None:
+    """Refuse settings that cannot make a run (0 prompts, a negative clip, a NaN weight, ...), naming the flag."""
+    for name, must_be, ok in SETTING_RULES:
+        value = getattr(args, name)
+        finite = not isinstance(value, float) or math.isfinite(value)
+        if not (finite and ok(value)):
+            raise errors.UsageError(f"--{name.replace('_', '-')} {value}: must be {must_be}")
+    if args.mini_batches > args.prompts_per_step * args.group_size:
+        raise errors.UsageError(f"--mini-batches {args.mini_batches}: at most P*G = "
+                                f"{args.prompts_per_step * args.group_size} (one response per optimizer step)")
+
+
+def last_checkpoint_note(out: Path) -> str:
+    """Where a run that stopped on an error can continue from (for the error line)."""
+    latest = out / "checkpoints" / "latest"
+    if latest.exists() and (out / "checkpoints" / latest.read_text().strip()).exists():
+        return (f"the last finished step's checkpoint is {out / 'checkpoints' / latest.read_text().strip()}; fix the "
+                f"cause, then continue with `python train.py --resume {out}`")
+    return f"no checkpoint was written yet; fix the cause and start again with --overwrite --out {out}"
+
+
+@contextlib.contextmanager
+def name_the_checkpoint_on_error(out: Path):
+    """A project error raised during the loop (an endpoint that stays down, a divergence) names where to resume."""
+    try:
+        yield
+    except errors.ProjectError as e:
+        if "checkpoint" in str(e):
+            raise
+        raise errors.UsageError(f"{' '.join(str(e).split())}; {last_checkpoint_note(out)}") from None
+
+
+def stop_if_diverged(step: int, what: str, value: float, entropy, uniform_entropy: float, out: Path,
+                     start_entropy: float | None = None) -> None:
+    """Stop before an optimizer step that would apply a NaN / inf, or train a policy that has collapsed to uniform
+    (entropy within 1 % of ln V, when it started clearly below: a random-init model is near-uniform from the start)."""
+    if not math.isfinite(value):
+        raise errors.UsageError(f"step {step + 1}: the {what} is {value}; nothing of it was applied to the weights; "
+                                f"lower --lr or check --token-weight; {last_checkpoint_note(out)}")
+    started_lower = start_entropy is not None and start_entropy < 0.9 * uniform_entropy
+    if entropy is not None and started_lower and float(entropy) >= 0.99 * uniform_entropy:
+        raise errors.UsageError(f"step {step + 1}: the policy's next-token distribution is uniform (entropy "
+                                f"{float(entropy):.2f} of at most {uniform_entropy:.2f}): training has diverged; "
+                                f"lower --lr; {last_checkpoint_note(out)}")
+
+
+def clear_run(out: Path) -> None:
+    """--overwrite: the old run's checkpoints and metrics go (only once every check of the new command passed)."""
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    (out / "metrics.jsonl").unlink(missing_ok=True)
 
 
 def drop_metrics_after(path: Path, step: int) -> None:
@@ -589,6 +659,7 @@ def main(argv=None):
         args.token_std_floor = 0.0 if args.reference_quirks else adv.TOKEN_STD_FLOOR
     if args.eos_relevance is None:
         args.eos_relevance = "zero" if args.reference_quirks else "discriminator"
+    check_settings(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
@@ -597,12 +668,10 @@ def main(argv=None):
                                           llm_judge=use_llm_judge)
         eval_prompts = load_rubric_jsonl(args.eval_data, max_constraints=args.max_constraints,
                                          llm_judge=use_llm_judge)[:args.eval_prompts]
-    except (DataError, OSError) as e:
-        raise SystemExit(f"error: {e}")
+    except OSError as e:  # DataError (file:line: field) goes to the error boundary as it is
+        raise errors.UsageError(f"cannot read the prompts: {e}") from None
     if not train_prompts:
-        raise SystemExit(f"error: {args.train_data} has no prompts")
-    if args.group_size < 2:
-        raise SystemExit("error: --group-size must be >= 2 (GRPO normalises within a group)")
+        raise errors.UsageError(f"{args.train_data} has no prompts, give a rubric JSONL with at least one row")
     try:
         tokenizer = models.load_tokenizer(args.model)
         use_disc = args.algo == "rtt" and args.relevance in ("discriminator", "random")
@@ -612,10 +681,12 @@ def main(argv=None):
                 discriminator.check_tokenizer(models.load_tokenizer(args.discriminator), tokenizer,
                                               where=f"the discriminator {args.discriminator}")
     except RuntimeError as e:  # ModelLoadError, DiscriminatorError: one clear line, no stack trace
-        raise SystemExit(f"error: {e}")
+        raise errors.UsageError(str(e)) from None
 
     # --- init
     random.seed(args.seed), np.random.seed(args.seed), torch.manual_seed(args.seed)
+    if args.overwrite and resume_ckpt is None:
+        clear_run(out)
     out.mkdir(parents=True, exist_ok=True)
     log = lambda msg: print(f"[train] {msg}", flush=True)
     # Master weights stay float32 (a 1e-6 update vanishes in bf16 weights); forward passes run under bf16 autocast
@@ -631,7 +702,7 @@ def main(argv=None):
         try:
             from peft import LoraConfig, get_peft_model
         except ImportError:
-            raise SystemExit("error: --lora needs the peft package: pip install 'peft>=0.13'")
+            raise errors.UsageError("--lora needs the peft package: pip install 'peft>=0.13'")
         if resume_ckpt:
             from peft import PeftModel
             model = PeftModel.from_pretrained(model, resume_ckpt, is_trainable=True)
@@ -660,7 +731,7 @@ def main(argv=None):
         try:
             disc, _ = discriminator.load_discriminator(disc_path, policy_tokenizer=tokenizer, device=device)
         except discriminator.DiscriminatorError as e:
-            raise SystemExit(f"error: {e}")
+            raise errors.UsageError(str(e)) from None
         log(f"discriminator: {disc_path}")
 
     params = [p for p in model.parameters() if p.requires_grad]
@@ -695,177 +766,188 @@ def main(argv=None):
         log(f"held-out before training: all constraints met {ev['eval_aon']:.3f}, constraints met {ev['eval_csr']:.3f}")
 
     # --- the loop
+    uniform_entropy = math.log(model.config.vocab_size)   # entropy of a policy that has collapsed to uniform
+    start_entropy = None                                    # the policy's entropy at the first update of this run
     from tqdm import tqdm
     bar = tqdm(range(start_step, args.steps), initial=start_step, total=args.steps, disable=args.no_progress,
                desc="RTT" if args.algo == "rtt" else "GRPO", dynamic_ncols=True)
     G, P = args.group_size, args.prompts_per_step
     done = start_step
-    for step in bar:
-        t_step = time.perf_counter()
-        times = {}
-        prompts = batch_of_prompts(train_prompts, step, P, args.seed, args.curriculum, args.steps)
+    with name_the_checkpoint_on_error(out):  # a fault mid-run: one line that says where to resume from
+        for step in bar:
+            t_step = time.perf_counter()
+            times = {}
+            prompts = batch_of_prompts(train_prompts, step, P, args.seed, args.curriculum, args.steps)
 
-        # 1. rollout: G responses per prompt, rows prompt-major (b = p*G + g)
-        t0 = time.perf_counter()
-        with amp:
-            ro = generate_rollout(model, tokenizer, [p.messages for p in prompts], G, args.max_new_tokens,
-                                  args.temperature, args.top_p, args.top_k, args.max_prompt_tokens,
-                                  seed=args.seed * 100_003 + step)
-        times["t_generate"] = time.perf_counter() - t0
-        if ro.num_prompts == 0:
-            log(f"step {step}: every prompt was longer than --max-prompt-tokens; skipped")
-            continue
-        prompts = [prompts[i] for i in sorted(set(ro.prompt_index))]
-        prompt_index = [i // G for i in range(len(ro.texts))]   # index into the kept prompts
-        Pk = len(prompts)
-        mask = ro.response_mask                                                             # [B, T]
+            # 1. rollout: G responses per prompt, rows prompt-major (b = p*G + g)
+            t0 = time.perf_counter()
+            with amp:
+                ro = generate_rollout(model, tokenizer, [p.messages for p in prompts], G, args.max_new_tokens,
+                                      args.temperature, args.top_p, args.top_k, args.max_prompt_tokens,
+                                      seed=args.seed * 100_003 + step)
+            times["t_generate"] = time.perf_counter() - t0
+            if ro.num_prompts == 0:
+                log(f"step {step}: every prompt was longer than --max-prompt-tokens; skipped")
+                continue
+            prompts = [prompts[i] for i in sorted(set(ro.prompt_index))]
+            prompt_index = [i // G for i in range(len(ro.texts))]   # index into the kept prompts
+            Pk = len(prompts)
+            mask = ro.response_mask                                                             # [B, T]
 
-        # 2. judge: scores [B, K] in {+1, -1, 0 = padded slot}
-        t0 = time.perf_counter()
-        scores, judge_stats = judge.score(prompts, ro.texts, prompt_index)                  # [B, K]
-        times["t_judge"] = time.perf_counter() - t0
-        scores = scores.to(device).float()
-        K = scores.shape[1]
+            # 2. judge: scores [B, K] in {+1, -1, 0 = padded slot}
+            t0 = time.perf_counter()
+            scores, judge_stats = judge.score(prompts, ro.texts, prompt_index)                  # [B, K]
+            times["t_judge"] = time.perf_counter() - t0
+            scores = scores.to(device).float()
+            K = scores.shape[1]
 
-        # 3. response rewards and GRPO advantages, per group
-        rewards = adv.response_rewards(scores.view(Pk, G, K), args.union)                   # [P, G]
-        T = mask.shape[1]
-        relevance = None
-        t0 = time.perf_counter()
-        if args.algo == "rtt":
-            # 4. token relevance w [P, G, K, T] and the RTT advantage
-            if args.relevance == "uniform":
-                relevance = adv.uniform_relevance(mask.view(Pk, G, T), K)
+            # 3. response rewards and GRPO advantages, per group
+            rewards = adv.response_rewards(scores.view(Pk, G, K), args.union)                   # [P, G]
+            T = mask.shape[1]
+            relevance = None
+            t0 = time.perf_counter()
+            if args.algo == "rtt":
+                # 4. token relevance w [P, G, K, T] and the RTT advantage
+                if args.relevance == "uniform":
+                    relevance = adv.uniform_relevance(mask.view(Pk, G, T), K)
+                else:
+                    criteria = [[item.description for item in prompts[i].rubrics] for i in prompt_index]
+                    with amp:
+                        w = discriminator.relevance(disc, tokenizer, ro.response_ids, mask, criteria, K,
+                                                    batch_tokens=args.disc_batch_tokens)        # [B, K, T]
+                    relevance = w.view(Pk, G, K, T).to(device)
+                    if args.relevance == "random":
+                        gen = torch.Generator(device=relevance.device).manual_seed(args.seed * 7919 + step)
+                        relevance = adv.random_relevance(relevance, mask.view(Pk, G, T), gen)
+                stop = adv.stop_token_mask(ro.response_ids, mask, tokenizer.all_special_ids)       # [B, T]
+                advantage, parts = adv.rtt_advantages(scores.view(Pk, G, K), relevance, mask.view(Pk, G, T),
+                                                      union=args.union, norm=args.norm, combine=args.combine,
+                                                      weight=args.token_weight, reference_quirks=args.reference_quirks,
+                                                      std_floor=args.token_std_floor, stop_mask=stop.view(Pk, G, T),
+                                                      eos=args.eos_relevance)
+                advantage = advantage.reshape(Pk * G, T)                                        # [B, T]
+                tok_adv = parts["token_adv"].reshape(Pk * G, T)
             else:
-                criteria = [[item.description for item in prompts[i].rubrics] for i in prompt_index]
-                with amp:
-                    w = discriminator.relevance(disc, tokenizer, ro.response_ids, mask, criteria, K,
-                                                batch_tokens=args.disc_batch_tokens)        # [B, K, T]
-                relevance = w.view(Pk, G, K, T).to(device)
-                if args.relevance == "random":
-                    gen = torch.Generator(device=relevance.device).manual_seed(args.seed * 7919 + step)
-                    relevance = adv.random_relevance(relevance, mask.view(Pk, G, T), gen)
-            stop = adv.stop_token_mask(ro.response_ids, mask, tokenizer.all_special_ids)       # [B, T]
-            advantage, parts = adv.rtt_advantages(scores.view(Pk, G, K), relevance, mask.view(Pk, G, T),
-                                                  union=args.union, norm=args.norm, combine=args.combine,
-                                                  weight=args.token_weight, reference_quirks=args.reference_quirks,
-                                                  std_floor=args.token_std_floor, stop_mask=stop.view(Pk, G, T),
-                                                  eos=args.eos_relevance)
-            advantage = advantage.reshape(Pk * G, T)                                        # [B, T]
-            tok_adv = parts["token_adv"].reshape(Pk * G, T)
-        else:
-            advantage = adv.grpo_advantages(rewards)[..., None].expand(Pk, G, T).reshape(Pk * G, T) * mask
-            tok_adv = torch.zeros_like(advantage)
-        times["t_discriminator"] = time.perf_counter() - t0
-        advantage = advantage.float()
+                advantage = adv.grpo_advantages(rewards)[..., None].expand(Pk, G, T).reshape(Pk * G, T) * mask
+                tok_adv = torch.zeros_like(advantage)
+            times["t_discriminator"] = time.perf_counter() - t0
+            advantage = advantage.float()
 
-        # 5. PPO-clip update, one epoch, the rollout split into mini-batches (optimizer steps)
-        t0 = time.perf_counter()
-        B = mask.shape[0]
-        minis = [list(range(j * B // args.mini_batches, (j + 1) * B // args.mini_batches))
-                 for j in range(args.mini_batches)]                                   # consecutive groups of rows
-        minis = [m for m in minis if m]
-        upd = {"clip_frac": 0.0, "kl": 0.0, "entropy": 0.0, "grad_norm": 0.0, "loss": 0.0}
-        skipped = args.kl == 0 and not bool((advantage * mask).ne(0).any())
-        if skipped:
-            # No learning signal (e.g. GRPO-AON with every group tied): the loss is 0 whatever the weights, so there
-            # is nothing to compute, and an optimizer step would not be a no-op (AdamW replays its momentum). The
-            # learning-rate schedule advances as if the steps were taken.
-            skip_optimizer_steps(scheduler, len(minis))
-            times["t_logprobs"] = times["t_update"] = 0.0
-        else:
-            model.train()
-            lengths = (ro.prompt_mask.sum(-1) + mask.sum(-1)).tolist()
-            # old log-probs (and reference log-probs for KL) of the later mini-batches, before any update
-            old_logp = torch.zeros(B, T, device=device)
-            ref_logp = torch.zeros(B, T, device=device) if args.kl > 0 else None
-            with torch.no_grad(), amp:
-                for mb_rows in minis[1:]:
+            # 5. PPO-clip update, one epoch, the rollout split into mini-batches (optimizer steps)
+            t0 = time.perf_counter()
+            B = mask.shape[0]
+            minis = [list(range(j * B // args.mini_batches, (j + 1) * B // args.mini_batches))
+                     for j in range(args.mini_batches)]                                   # consecutive groups of rows
+            minis = [m for m in minis if m]
+            upd = {"clip_frac": 0.0, "kl": 0.0, "entropy": 0.0, "grad_norm": 0.0, "loss": 0.0}
+            skipped = args.kl == 0 and not bool((advantage * mask).ne(0).any())
+            if skipped:
+                # No learning signal (e.g. GRPO-AON with every group tied): the loss is 0 whatever the weights, so there
+                # is nothing to compute, and an optimizer step would not be a no-op (AdamW replays its momentum). The
+                # learning-rate schedule advances as if the steps were taken.
+                skip_optimizer_steps(scheduler, len(minis))
+                times["t_logprobs"] = times["t_update"] = 0.0
+            else:
+                model.train()
+                lengths = (ro.prompt_mask.sum(-1) + mask.sum(-1)).tolist()
+                # old log-probs (and reference log-probs for KL) of the later mini-batches, before any update
+                old_logp = torch.zeros(B, T, device=device)
+                ref_logp = torch.zeros(B, T, device=device) if args.kl > 0 else None
+                with torch.no_grad(), amp:
+                    for mb_rows in minis[1:]:
+                        for rows in micro_batches(mb_rows, lengths, args.micro_batch_tokens):
+                            pi, pm, ri, rm, t1 = crop(ro, rows)
+                            old_logp[rows, :t1] = response_logprobs(model, pi, pm, ri, rm)[0]
+                    if ref_logp is not None:
+                        for rows in micro_batches(list(range(B)), lengths, args.micro_batch_tokens):
+                            pi, pm, ri, rm, t1 = crop(ro, rows)
+                            if args.lora:
+                                with model.disable_adapter():
+                                    ref_logp[rows, :t1] = response_logprobs(model, pi, pm, ri, rm)[0]
+                            else:
+                                ref_logp[rows, :t1] = response_logprobs(ref_model, pi, pm, ri, rm)[0]
+                times["t_logprobs"] = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                n_tok = float(mask.sum())
+                for j, mb_rows in enumerate(minis):
+                    denom = aggregate_denominator(mask[mb_rows], args.loss_agg)
+                    optimizer.zero_grad(set_to_none=True)
                     for rows in micro_batches(mb_rows, lengths, args.micro_batch_tokens):
                         pi, pm, ri, rm, t1 = crop(ro, rows)
-                        old_logp[rows, :t1] = response_logprobs(model, pi, pm, ri, rm)[0]
-                if ref_logp is not None:
-                    for rows in micro_batches(list(range(B)), lengths, args.micro_batch_tokens):
-                        pi, pm, ri, rm, t1 = crop(ro, rows)
-                        if args.lora:
-                            with model.disable_adapter():
-                                ref_logp[rows, :t1] = response_logprobs(model, pi, pm, ri, rm)[0]
-                        else:
-                            ref_logp[rows, :t1] = response_logprobs(ref_model, pi, pm, ri, rm)[0]
-            times["t_logprobs"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            n_tok = float(mask.sum())
-            for j, mb_rows in enumerate(minis):
-                denom = aggregate_denominator(mask[mb_rows], args.loss_agg)
-                optimizer.zero_grad(set_to_none=True)
-                for rows in micro_batches(mb_rows, lengths, args.micro_batch_tokens):
-                    pi, pm, ri, rm, t1 = crop(ro, rows)
-                    with amp:
-                        logp, ent = response_logprobs(model, pi, pm, ri, rm)                        # [b, t1]
-                    old = logp.detach() if j == 0 else old_logp[rows, :t1]   # mini-batch 0: sampler == current policy
-                    loss_sum, st = ppo_clip_loss(logp, old, advantage[rows, :t1], rm, args.clip_low, args.clip_high,
-                                                 args.loss_agg, None if ref_logp is None else ref_logp[rows, :t1],
-                                                 args.kl)
-                    (loss_sum / denom).backward()
-                    w_tok = float(rm.sum()) / n_tok
-                    upd["clip_frac"] += st["clip_frac"] * w_tok
-                    upd["kl"] += st["kl"] * w_tok
-                    upd["entropy"] += float((ent * rm).sum()) / n_tok
-                    upd["loss"] += float(loss_sum.detach()) / denom / len(minis)
-                gn = torch.nn.utils.clip_grad_norm_(params, args.grad_clip)
-                upd["grad_norm"] += float(gn) / len(minis)
-                optimizer.step()
-                scheduler.step()
-            model.eval()
-            times["t_update"] = time.perf_counter() - t0
+                        with amp:
+                            logp, ent = response_logprobs(model, pi, pm, ri, rm)                        # [b, t1]
+                        old = logp.detach() if j == 0 else old_logp[rows, :t1]   # mini-batch 0: the sampler itself
+                        loss_sum, st = ppo_clip_loss(logp, old, advantage[rows, :t1], rm, args.clip_low, args.clip_high,
+                                                     args.loss_agg, None if ref_logp is None else ref_logp[rows, :t1],
+                                                     args.kl)
+                        mean_entropy = float((ent * rm).sum() / rm.sum().clamp(min=1))
+                        start_entropy = mean_entropy if start_entropy is None else start_entropy
+                        stop_if_diverged(step, "loss", float(loss_sum.detach()), mean_entropy, uniform_entropy, out,
+                                         start_entropy)
+                        (loss_sum / denom).backward()
+                        w_tok = float(rm.sum()) / n_tok
+                        upd["clip_frac"] += st["clip_frac"] * w_tok
+                        upd["kl"] += st["kl"] * w_tok
+                        upd["entropy"] += float((ent * rm).sum()) / n_tok
+                        upd["loss"] += float(loss_sum.detach()) / denom / len(minis)
+                    gn = torch.nn.utils.clip_grad_norm_(params, args.grad_clip)
+                    stop_if_diverged(step, "gradient norm", float(gn), None, uniform_entropy, out)   # before the step
+                    upd["grad_norm"] += float(gn) / len(minis)
+                    optimizer.step()
+                    scheduler.step()
+                model.eval()
+                times["t_update"] = time.perf_counter() - t0
 
-        # --- log
-        with torch.no_grad():
-            real = scores != 0
-            aon = ((scores > 0) | ~real).all(-1).float()                                         # [B]
-            csr = ((scores > 0) & real).sum(-1).float() / real.sum(-1).clamp(min=1)             # [B]
-            tok_abs = (tok_adv.abs() * mask).sum() / mask.sum().clamp(min=1)
-            row = {"kind": "train", "step": step + 1, "reward": float(rewards.mean()),
-                   "aon_pass": float(aon.mean()), "csr_pass": float(csr.mean()),
-                   "zero_var_groups": float((rewards.std(-1) == 0).float().mean()) if G > 1 else 1.0,
-                   "tok_adv_abs": float(tok_abs), "tok_adv_nonzero": float(((tok_adv != 0) & (mask > 0)).sum() / mask.sum()),
-                   "adv_mean": float((advantage * mask).sum() / mask.sum()),
-                   "response_len": float(mask.sum(-1).float().mean()), "truncated": float(ro.truncated.float().mean()),
-                   **upd, "lr": scheduler.get_last_lr()[0], "new_tokens_per_s": ro.tokens_per_second,
-                   **{k: round(v, 3) for k, v in times.items()}, "step_seconds": time.perf_counter() - t_step,
-                   "peak_mem_gb": peak_memory_gb(device), "skipped_prompts": len(ro.skipped), "update_skipped": skipped,
-                   "judge": {k: v for k, v in judge_stats.items() if isinstance(v, (int, float))},
-                   "family_pass": family_pass_rates(prompts, prompt_index, scores)}
-            if relevance is not None:
-                row["relevance_mean"] = float((relevance.reshape(-1, K, T).sum(1) * mask).sum() / (mask.sum() * K))
-            if args.algo == "rtt":  # where the token term pushes: EOS, last tokens, per family (diagnostics.py)
-                families = [[item_family(item) for item in p.rubrics] for p in prompts]
-                row.update(diagnostics.token_advantage_stats(parts, mask.view(Pk, G, T), stop.view(Pk, G, T),
-                                                             scores.view(Pk, G, K), families, args.token_weight,
-                                                             args.token_std_floor))
-        write_metrics(row)
-        bar.set_postfix(reward=f"{row['reward']:.3f}", aon=f"{row['aon_pass']:.2f}", csr=f"{row['csr_pass']:.2f}",
-                        s=f"{row['step_seconds']:.0f}")
-        if args.no_progress:
-            log(f"step {step + 1}/{args.steps} reward {row['reward']:.3f} aon {row['aon_pass']:.2f} "
-                f"csr {row['csr_pass']:.2f} zero-var groups {row['zero_var_groups']:.2f} "
-                f"|A_tok| {row['tok_adv_abs']:.3f} clip {row['clip_frac']:.3f} "
-                f"({', '.join(f'{k[2:]} {v:.1f}s' for k, v in times.items())})"
-                + (" | every advantage 0: no update" if skipped else ""))
-        elif skipped:
-            bar.write(f"[train] step {step + 1}: every advantage is 0 (no group has a reward spread): no update")
+            # --- log
+            with torch.no_grad():
+                real = scores != 0
+                aon = ((scores > 0) | ~real).all(-1).float()                                         # [B]
+                csr = ((scores > 0) & real).sum(-1).float() / real.sum(-1).clamp(min=1)             # [B]
+                tok_abs = (tok_adv.abs() * mask).sum() / mask.sum().clamp(min=1)
+                row = {"kind": "train", "step": step + 1, "reward": float(rewards.mean()),
+                       "aon_pass": float(aon.mean()), "csr_pass": float(csr.mean()),
+                       "zero_var_groups": float((rewards.std(-1) == 0).float().mean()) if G > 1 else 1.0,
+                       "tok_adv_abs": float(tok_abs),
+                       "tok_adv_nonzero": float(((tok_adv != 0) & (mask > 0)).sum() / mask.sum()),
+                       "adv_mean": float((advantage * mask).sum() / mask.sum()),
+                       "response_len": float(mask.sum(-1).float().mean()),
+                       "truncated": float(ro.truncated.float().mean()),
+                       **upd, "lr": scheduler.get_last_lr()[0], "new_tokens_per_s": ro.tokens_per_second,
+                       **{k: round(v, 3) for k, v in times.items()}, "step_seconds": time.perf_counter() - t_step,
+                       "peak_mem_gb": peak_memory_gb(device), "skipped_prompts": len(ro.skipped),
+                       "update_skipped": skipped,
+                       "judge": {k: v for k, v in judge_stats.items() if isinstance(v, (int, float))},
+                       "family_pass": family_pass_rates(prompts, prompt_index, scores)}
+                if relevance is not None:
+                    row["relevance_mean"] = float((relevance.reshape(-1, K, T).sum(1) * mask).sum() / (mask.sum() * K))
+                if args.algo == "rtt":  # where the token term pushes: EOS, last tokens, per family (diagnostics.py)
+                    families = [[item_family(item) for item in p.rubrics] for p in prompts]
+                    row.update(diagnostics.token_advantage_stats(parts, mask.view(Pk, G, T), stop.view(Pk, G, T),
+                                                                 scores.view(Pk, G, K), families, args.token_weight,
+                                                                 args.token_std_floor))
+            write_metrics(row)
+            bar.set_postfix(reward=f"{row['reward']:.3f}", aon=f"{row['aon_pass']:.2f}", csr=f"{row['csr_pass']:.2f}",
+                            s=f"{row['step_seconds']:.0f}")
+            if args.no_progress:
+                log(f"step {step + 1}/{args.steps} reward {row['reward']:.3f} aon {row['aon_pass']:.2f} "
+                    f"csr {row['csr_pass']:.2f} zero-var groups {row['zero_var_groups']:.2f} "
+                    f"|A_tok| {row['tok_adv_abs']:.3f} clip {row['clip_frac']:.3f} "
+                    f"({', '.join(f'{k[2:]} {v:.1f}s' for k, v in times.items())})"
+                    + (" | every advantage 0: no update" if skipped else ""))
+            elif skipped:
+                bar.write(f"[train] step {step + 1}: every advantage is 0 (no group has a reward spread): no update")
 
-        done = step + 1
-        if args.eval_every and done % args.eval_every == 0 and done < args.steps and eval_prompts:
-            with amp:
-                ev = evaluate_heldout(model, tokenizer, judge, eval_prompts, args)
-            write_metrics({"kind": "eval", "step": done, **ev})
-        stop = args.stop_after is not None and done - start_step >= args.stop_after
-        if done % args.save_every == 0 or done == args.steps or stop:
-            save_checkpoint(out, done, model, tokenizer, optimizer, scheduler, args, args.keep_checkpoints)
-        if stop:
-            log(f"stopping after {args.stop_after} steps (--stop-after); continue with --resume {out}")
-            break
+            done = step + 1
+            if args.eval_every and done % args.eval_every == 0 and done < args.steps and eval_prompts:
+                with amp:
+                    ev = evaluate_heldout(model, tokenizer, judge, eval_prompts, args)
+                write_metrics({"kind": "eval", "step": done, **ev})
+            stop = args.stop_after is not None and done - start_step >= args.stop_after
+            if done % args.save_every == 0 or done == args.steps or stop:
+                save_checkpoint(out, done, model, tokenizer, optimizer, scheduler, args, args.keep_checkpoints)
+            if stop:
+                log(f"stopping after {args.stop_after} steps (--stop-after); continue with --resume {out}")
+                break
 
     # --- the end: final eval, plots, where everything is
     if eval_prompts and start_step < args.steps and done == args.steps:
@@ -879,4 +961,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    errors.main_boundary(main)

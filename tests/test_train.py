@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import errors
 import train
 from rollout import generate_rollout
 
@@ -184,7 +185,7 @@ def test_resume_keeps_algo_and_refuses_contradicting_flags(tmp_path, tiny_dir, c
     assert (saved["algo"], saved["union"], saved["seed"]) == ("grpo", "csr", 7)
     for flag, value, was in [("--algo", "rtt", "grpo"), ("--seed", "8", "7"), ("--group-size", "4", "2"),
                              ("--lr", "0.01", "0.001")]:
-        with pytest.raises(SystemExit, match=f"{flag} {value} contradicts .*{flag} {was}"):
+        with pytest.raises(errors.UsageError, match=f"{flag} {value} contradicts .*{flag} {was}"):
             train.main(["--resume", str(out), flag, value])
     train.main(["--resume", str(out), "--algo", "grpo", "--seed", "7"])        # the saved values again: fine
     assert [r["step"] for r in metrics(out) if r["kind"] == "train"] == [1, 2, 3]
@@ -193,7 +194,7 @@ def test_resume_keeps_algo_and_refuses_contradicting_flags(tmp_path, tiny_dir, c
 def test_a_new_run_never_overwrites_an_old_one(tmp_path, tiny_dir):
     out = run(tmp_path, tiny_dir, "--algo", "grpo", "--steps", "1", "--eval-prompts", "0", name="kept")
     before = (out / "metrics.jsonl").read_text()
-    with pytest.raises(SystemExit, match="already holds a run.*--resume.*--overwrite"):
+    with pytest.raises(errors.UsageError, match="already holds a run.*--resume.*--overwrite"):
         run(tmp_path, tiny_dir, "--algo", "grpo", "--steps", "1", "--eval-prompts", "0", name="kept")
     assert (out / "metrics.jsonl").read_text() == before and (out / "checkpoints" / "step_000001").exists()
     run(tmp_path, tiny_dir, "--algo", "grpo", "--steps", "1", "--eval-prompts", "0", "--overwrite", name="kept")
@@ -222,7 +223,7 @@ def test_a_checkpoint_never_runs_code(tmp_path, tiny_dir):
 
     state = out / "checkpoints" / "step_000001" / "trainer_state.pt"
     torch.save({"step": 1, "x": Payload()}, state)
-    with pytest.raises(SystemExit, match="cannot load .*trainer_state.pt"):
+    with pytest.raises(errors.UsageError, match="cannot load .*trainer_state.pt"):
         train.main(["--resume", str(out)])
     assert not marker.exists()
 
@@ -258,9 +259,9 @@ def test_step_without_signal_makes_no_update_but_advances_the_schedule(tmp_path,
 def test_misconfiguration_errors_come_before_any_work(tmp_path, tiny_dir, tiny_tok):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
-    with pytest.raises(SystemExit, match="has no prompts"):
+    with pytest.raises(errors.UsageError, match="has no prompts"):
         train.main(["--model", str(tiny_dir), "--train-data", str(empty)])
-    with pytest.raises(SystemExit, match="cannot load model"):
+    with pytest.raises(errors.ProjectError, match="cannot load model"):
         train.main(["--model", "no-such-org/no-such-model", "--train-data", DATA, "--eval-data", DATA])
     # a discriminator whose vocabulary differs from the policy's
     other = tmp_path / "other-tok"
@@ -269,11 +270,11 @@ def test_misconfiguration_errors_come_before_any_work(tmp_path, tiny_dir, tiny_t
     tok.save_pretrained(other)
     from tiny import tiny_token_classifier
     tiny_token_classifier(tiny_tok).save_pretrained(other)
-    with pytest.raises(SystemExit, match="does not share the policy's tokenizer"):
+    with pytest.raises(errors.UsageError, match="does not share the policy's tokenizer"):
         train.main(["--model", str(tiny_dir), "--train-data", DATA, "--eval-data", DATA, "--discriminator", str(other)])
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "x", "messages": [{"role": "user", "content": "hi"}]}\n')
-    with pytest.raises(SystemExit, match="bad.jsonl:1"):
+    with pytest.raises(errors.ProjectError, match="bad.jsonl:1"):
         train.main(["--model", str(tiny_dir), "--train-data", str(bad)])
 
 
@@ -321,3 +322,47 @@ def test_curriculum_goes_from_few_to_many_constraints():
     assert plain == [train.batch_of_prompts(prompts, s, 4, 7, "none", 8) for s in range(2)]
     assert train.batch_of_prompts(prompts, 5, 4, 7, "constraints", 8) == \
         train.batch_of_prompts(prompts, 5, 4, 7, "constraints", 8)                       # a function of the step
+
+
+@pytest.mark.parametrize("flag,value,says", [
+    ("--token-weight", "nan", "--token-weight nan: must be"), ("--lr", "-1", "--lr -1.0: must be above 0"),
+    ("--lr", "1000", "below 1"), ("--mini-batches", "0", "--mini-batches 0: must be at least 1"),
+    ("--prompts-per-step", "0", "--prompts-per-step 0"), ("--clip-high", "-1", "--clip-high -1.0"),
+    ("--mini-batches", "5", "at most P\\*G = 4"), ("--group-size", "1", "at least 2"),
+    ("--token-std-floor", "inf", "--token-std-floor inf"), ("--save-every", "0", "--save-every 0"),
+])
+def test_impossible_settings_are_refused_before_any_work(tmp_path, tiny_dir, flag, value, says):
+    with pytest.raises(errors.UsageError, match=says):
+        run(tmp_path, tiny_dir, "--steps", "1", flag, value)
+    assert not (tmp_path / "run").exists()                                # nothing written
+
+
+def test_a_non_finite_loss_stops_before_the_optimizer_step(tmp_path, tiny_dir, monkeypatch):
+    out = run(tmp_path, tiny_dir, "--algo", "grpo", "--union", "csr", "--steps", "3", "--stop-after", "1",
+              "--eval-prompts", "0", name="nan")
+    before = {k: v.clone() for k, v in weights(out / "checkpoints" / "step_000001").items()}
+    real = train.ppo_clip_loss
+    monkeypatch.setattr(train, "ppo_clip_loss", lambda *a, **k: (real(*a, **k)[0] * float("nan"), real(*a, **k)[1]))
+    monkeypatch.setattr(train.adv, "grpo_advantages", lambda r, eps=1e-6: torch.ones_like(r))   # always a signal
+    with pytest.raises(errors.UsageError, match="step 2: the loss is nan; nothing of it was applied.*step_000001.*"
+                                                "--resume"):
+        train.main(["--resume", str(out)])
+    assert (out / "checkpoints" / "latest").read_text() == "step_000001"  # the last good checkpoint is kept
+    after = weights(out / "checkpoints" / "step_000001")
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_a_collapsed_policy_is_stopped(tmp_path):
+    import math
+    with pytest.raises(errors.UsageError, match="uniform.*diverged.*no checkpoint was written yet"):
+        train.stop_if_diverged(4, "loss", 1.0, 6.9, math.log(1000), tmp_path / "run", start_entropy=3.0)
+    train.stop_if_diverged(4, "loss", 1.0, 3.5, math.log(1000), tmp_path / "run", start_entropy=3.0)  # alive
+    train.stop_if_diverged(0, "loss", 1.0, 6.9, math.log(1000), tmp_path / "run", start_entropy=6.9)  # random init
+
+
+def test_script_errors_are_one_line_with_exit_code_2(tmp_path, tiny_dir):
+    proc = subprocess.run([sys.executable, "train.py", "--model", str(tiny_dir), "--train-data", DATA,
+                           "--lr", "-1", "--out", str(tmp_path / "x")], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == ["error: --lr -1.0: must be above 0 and below 1 (paper: 1e-6)"]
