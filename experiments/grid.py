@@ -151,12 +151,15 @@ def main(argv=None):
     filtered_copy(ROOT / grid["train"], keep, train_data)
     filtered_copy(ROOT / grid["heldout"], keep, heldout)
     results.mkdir(parents=True, exist_ok=True)
-    (results / "grid.json").write_text(json.dumps(
-        {"grid": args.grid, "model": args.model, "seeds": args.seeds, "variants": {n: grid["variants"][n]
-                                                                                     for n in names},
+    described = results / "grid.json"   # several sittings (or two processes with --only) add to one description
+    before = json.loads(described.read_text()) if described.exists() else {}
+    described.write_text(json.dumps(
+        {"grid": args.grid, "model": args.model, "variants": grid["variants"],
          "train_flags": grid["train_flags"], "filter": grid["filter"], "eval_tokens": grid["eval_tokens"],
          "train_prompts": sum(1 for _ in open(train_data)), "heldout_prompts": sum(1 for _ in open(heldout)),
-         "commands": {**commands, "base": " ".join(map(str, eval_cmd(args.model, "OUT")[1:]))}}, indent=1) + "\n")
+         "commands": {**before.get("commands", {}), **commands,
+                      "base": "python " + " ".join(map(str, eval_cmd(args.model, "OUT")[1:]))
+                      .replace(str(ROOT) + "/", "")}}, indent=1) + "\n")
     steps = int(grid["train_flags"][grid["train_flags"].index("--steps") + 1])
 
     def evaluate(label, model):
