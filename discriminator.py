@@ -989,6 +989,40 @@ def _llm_from_args(args):
     raise errors.UsageError("--source editor/extract needs an editor LLM, pass --editor-model NAME or --editor-url URL")
 
 
+def read_label_rows(path) -> list:
+    """The rows of a label file, each checked for what train / eval / show read (DataError: file, line, field)."""
+    import data
+    rows = []
+    for lineno, r in data.iter_jsonl(path):
+        ids, labels = r.get("ids"), r.get("labels")
+        checks = [("prompt_id", isinstance(r.get("prompt_id"), str), "a string"),
+                  ("criterion", isinstance(r.get("criterion"), str) and r["criterion"].strip(), "a non-empty string"),
+                  ("family", isinstance(r.get("family"), str), "a string"),
+                  ("labels", isinstance(labels, list) and labels and all(v in (0, 1) for v in labels),
+                   "a non-empty list of 0 / 1 per token"),
+                  ("ids", ids is None or isinstance(ids, list) and all(type(i) is int for i in ids),
+                   "a list of token ids"),
+                  ("text", ids is not None or isinstance(r.get("text"), str), "the response (text, or its ids)"),
+                  ("labels", ids is None or len(ids) == len(labels), f"one label per token id ({len(ids or [])})")]
+        for key, ok, expected in checks:
+            if not ok:
+                raise data.DataError(path, lineno, key, f"expected {expected} (a row written by `label`)")
+        rows.append(r)
+    return rows
+
+
+def read_response_rows(path) -> list:
+    """{prompt_id, response} rows (label --responses); DataError names the file, line and field."""
+    import data
+    rows = []
+    for lineno, r in data.iter_jsonl(path):
+        for key in ("prompt_id", "response"):
+            if not isinstance(r.get(key), str):
+                raise data.DataError(path, lineno, key, "expected a string (rows are {prompt_id, response})")
+        rows.append(r)
+    return rows
+
+
 def cmd_label(args):
     import data
     import models
@@ -996,7 +1030,7 @@ def cmd_label(args):
     tok = models.load_tokenizer(args.policy)
     if args.responses:  # earlier samples (the .samples.jsonl a previous run wrote, or any responses)
         by_id = {p.id: p for p in prompts}
-        given = [r for r in read_jsonl(args.responses) if r["prompt_id"] in by_id]
+        given = [r for r in read_response_rows(args.responses) if r["prompt_id"] in by_id]
         given = given[:args.n_prompts * args.samples_per_prompt]
         chosen = list({r["prompt_id"]: by_id[r["prompt_id"]] for r in given}.values())
         index = {p.id: i for i, p in enumerate(chosen)}
@@ -1054,7 +1088,7 @@ def cmd_train(args):
     backbone = args.backbone or models.DEFAULT_DISCRIMINATOR_BACKBONE.get(args.policy, args.policy)
     tok = models.load_tokenizer(backbone)
     check_tokenizer(tok, models.load_tokenizer(args.policy), where=f"backbone {backbone}")
-    rows = read_jsonl(args.labels)
+    rows = read_label_rows(args.labels)
     train_rows, eval_rows = split_by_prompt(rows, args.eval_frac, args.seed)
     print(f"{len(rows)} rows: {len(train_rows)} train / {len(eval_rows)} eval, split by prompt")
     cfg = _train_config(args)
@@ -1078,7 +1112,7 @@ def cmd_train(args):
 
 def cmd_eval(args):
     model, tok = load_discriminator(args.model, device=args.device)
-    rows = read_jsonl(args.labels)
+    rows = read_label_rows(args.labels)
     if args.split != "all":
         rows = split_by_prompt(rows, args.eval_frac, args.seed)[0 if args.split == "train" else 1]
     t0 = time.perf_counter()
@@ -1092,7 +1126,7 @@ def cmd_eval(args):
 def cmd_show(args):
     model, tok = load_discriminator(args.model, device=args.device, allow_untrained=args.allow_untrained)
     if args.labels:
-        rows = read_jsonl(args.labels)
+        rows = read_label_rows(args.labels)
         if not -len(rows) <= args.index < len(rows):
             raise errors.UsageError(f"--index {args.index} is past the {len(rows)} rows of {args.labels}, "
                                     "pass a smaller --index")

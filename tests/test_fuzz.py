@@ -163,6 +163,20 @@ BAD_BENCHMARK_ROWS = [
 ]
 
 
+# Bad rows of a discriminator label file (eval / train / show read them): (case name, bad line 2, field)
+LABEL_ROW = {"prompt_id": "p1", "family": "keywords:existence", "criterion": "Include keywords ['fox'].",
+             "text": "A fox.", "labels": [0, 1, 0]}
+BAD_LABEL_ROWS = [
+    ("no criterion", {k: v for k, v in LABEL_ROW.items() if k != "criterion"}, "criterion"),
+    ("labels not 0/1", {**LABEL_ROW, "labels": [0, 2, 0]}, "labels"),
+    ("labels a string", {**LABEL_ROW, "labels": "010"}, "labels"),
+    ("neither text nor ids", {k: v for k, v in LABEL_ROW.items() if k != "text"}, "text"),
+    ("ids not numbers", {**LABEL_ROW, "ids": ["a", "b", "c"]}, "ids"),
+    ("one label too few", {**LABEL_ROW, "ids": [5, 6, 7, 8]}, "labels"),
+    ("no prompt id", {**LABEL_ROW, "prompt_id": 3}, "prompt_id"),
+]
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Models: the tiny policy, and broken copies of it
 
@@ -402,7 +416,7 @@ def _table():
          ["--criterion and --text"]),
         ("discriminator show: --index past the labels", "discriminator",
          ["show", "--model", "{disc}", "--labels", "{d}/labels.jsonl", "--index", "5"],
-         {"labels.jsonl": line({"criterion": "c", "text": "t", "labels": [1]})}, ["{d}/labels.jsonl", "--index 5"]),
+         {"labels.jsonl": line(LABEL_ROW)}, ["{d}/labels.jsonl", "--index 5"]),
         ("discriminator eval: labels missing", "discriminator",
          ["eval", "--model", "{disc}", "--labels", "{d}/none.jsonl"], {}, ["{d}/none.jsonl"]),
         ("discriminator eval: labels not UTF-8", "discriminator",
@@ -415,6 +429,11 @@ def _table():
          ["label", "--prompts", "{d}/bad.jsonl", "--out", "{d}/labels.jsonl"],
          {"bad.jsonl": line(GOOD_ROW) + line(checker_row("keywords:existence", {"keywords": "brother"}))},
          ["{d}/bad.jsonl:2", "field 'rubrics[0].checker.kwargs.keywords'"]),
+        ("discriminator label: --responses row without prompt_id", "discriminator",
+         ["label", "--prompts", "{d}/d.jsonl", "--policy", "{m:tiny}", "--responses", "{d}/resp.jsonl",
+          "--out", "{d}/labels.jsonl"], {"resp.jsonl": line({"prompt_id": "p1", "response": "x"})
+                                                        + line({"response": "y"})},
+         ["{d}/resp.jsonl:2", "field 'prompt_id'"]),
         ("discriminator label: --max-new-tokens 0", "discriminator",
          ["label", "--max-new-tokens", "0", "--out", "{d}/labels.jsonl"], {}, ["--max-new-tokens"]),
         ("discriminator: --threads -1", "discriminator", ["eval", "--threads", "-1", "--model", "{disc}",
@@ -423,6 +442,10 @@ def _table():
          ["train", "--labels", "{d}/none.jsonl", "--policy", "{m:tiny}", "--out", "{d}/disc"], {},
          ["{d}/none.jsonl"]),
     ]
+    for name, bad, fld in BAD_LABEL_ROWS:
+        cases.append((f"discriminator eval labels: {name}", "discriminator",
+                      ["eval", "--model", "{disc}", "--labels", "{d}/labels.jsonl"],
+                      {"labels.jsonl": line(LABEL_ROW) + line(bad)}, ["{d}/labels.jsonl:2", f"field {fld!r}"]))
     return cases
 
 
