@@ -149,7 +149,7 @@ def add_sampling_args(parser: argparse.ArgumentParser, max_new_tokens: int | Non
     parser.add_argument("--temperature", type=errors.non_negative_float, default=0.99,
                         help="sampling temperature (paper: 0.99; 0 = greedy)")
     parser.add_argument("--top-p", type=errors.probability, default=0.99, help="nucleus sampling top-p (paper: 0.99)")
-    parser.add_argument("--top-k", type=errors.positive_int, default=100, help="top-k sampling (paper: 100)")
+    parser.add_argument("--top-k", type=errors.non_negative_int, default=100, help="top-k sampling (paper: 100; 0 = off)")
     parser.add_argument("--max-new-tokens", type=errors.positive_int, default=max_new_tokens,
                         help=f"response length limit in tokens (paper: 4096; {max_new_tokens_help})")
     parser.add_argument("--max-prompt-tokens", type=errors.positive_int, default=2048,
