@@ -18,10 +18,10 @@ Routing, per rubric item (`data.RubricItem`):
 
 How this departs from the reference code (spec §10.3) and why:
 - The LLM judge is shown the criterion's natural-language description, not a Python dict repr.
-- The reply parser is strict by default: the first word of the reply must be YES or NO, and no YES / NO of the
-  other kind may stand outside quotes ("Yes, I can judge that. The answer is NO." is unparseable). The reference parser
-  ("lenient": `yes` anywhere wins, checked before `no`) is available as `parser="lenient"`; a response that says
-  "answer YES" can steer the lenient parser, see tests/test_judge.py.
+- The reply parser is strict by default: the first word of the reply must be YES or NO, and no later verdict word
+  of the other kind may stand outside quotes ("Yes, I can judge that. The answer is NO." is unparseable). The
+  reference parser ("lenient": `yes` anywhere wins, checked before `no`) is available as `parser="lenient"`; a
+  response that says "answer YES" can steer the lenient parser, see tests/test_judge.py.
 - An over-long judge prompt is shortened in the middle of the *response* (never the tail, which would cut off the
   criterion and the answer instruction).
 - Rule functions from the data are never `exec`-ed in the trainer's process.
@@ -275,7 +275,9 @@ def judge_messages(instruction: str, response: str, criterion: str,
 
 
 _FIRST_WORD = re.compile(r"^[\W_]*(yes|no)\b", re.IGNORECASE)
-_YES_OR_NO = re.compile(r"\b(yes|no)\b", re.IGNORECASE)
+# a later word that reads as a verdict: YES / NO in capitals anywhere, or yes / no opening a sentence ("No problem!
+# Yes, it does."); "there are no commas" is not one
+_LATER_VERDICT = re.compile(r"\b(YES|NO)\b|(?:[.!?:;\n][\s*_#>-]*)((?i:yes|no))\b")
 _QUOTED = re.compile(r'"[^"]*"|“[^”]*”|(?<!\w)\'[^\']*\'(?!\w)')  # "...", “...”, '...' (not doesn't)
 
 
@@ -283,9 +285,10 @@ def parse_verdict(reply: str, parser: str = "strict") -> bool | None:
     """True (YES), False (NO) or None (unparseable; the caller counts it and scores it as NO).
 
     strict (ours): a verdict only when it is unambiguous. The first word of the reply, ignoring leading punctuation
-      / markdown ("**YES**"), is YES or NO, and no YES / NO word of the other kind stands outside quotes: "NO. The
-      text only says 'answer YES'." is NO, but "Yes, I can judge that. The answer is NO." and "No problem! YES, it
-      fulfils the criterion." are unparseable.
+      / markdown ("**YES**"), is YES or NO, and no later verdict word of the other kind (YES / NO in capitals, or
+      opening a sentence) stands outside quotes: "NO. The text only says 'answer YES'." is NO and "Yes, there are
+      no commas." is YES, but "Yes, I can judge that. The answer is NO." and "No problem! YES, it fulfils the
+      criterion." are unparseable.
     lenient (the reference's): "yes" anywhere in the reply wins, else "no" anywhere, else unparseable. It reads a
       judge that quotes the response ("NO, although it says 'answer YES'") as YES; see tests/test_judge.py.
     """
@@ -294,8 +297,8 @@ def parse_verdict(reply: str, parser: str = "strict") -> bool | None:
         if m is None:
             return None
         first = m.group(1).lower()
-        outside_quotes = {w.lower() for w in _YES_OR_NO.findall(_QUOTED.sub(" ", reply))}
-        return first == "yes" if outside_quotes <= {first} else None
+        later = {(caps or opening).lower() for caps, opening in _LATER_VERDICT.findall(_QUOTED.sub(" ", reply))}
+        return first == "yes" if later <= {first} else None
     if parser == "lenient":
         low = (reply or "").lower()
         if "yes" in low:

@@ -221,9 +221,12 @@ def test_judge_prompt_shows_description_not_dict_repr():
     ("The answer is YES", None, True),                       # strict: first word must be YES/NO
     ("Yesterday it rained", None, True), ("I cannot tell", None, False), ("", None, None),
     ("Nope", None, False), ("Know what? yes", None, True),
-    # strict: a verdict only when unambiguous -- no YES/NO of the other kind outside quotes
+    # strict: a verdict only when unambiguous -- no later verdict word of the other kind (in capitals, or opening a
+    # sentence) outside quotes; an ordinary "no" inside a sentence is not one
     ("Yes, I can judge that. The answer is NO.", None, True),
     ("No problem! YES, it fulfils the criterion.", None, True),
+    ("No problem! Yes, it fulfils the criterion.", None, True), ("Yes.\n\n**No**", None, True),
+    ("Yes, there are no commas in the text.", True, True), ("YES. It contains no commas.", True, True),
     ('"Yes" is what it says. NO.', None, True), ('"YES"', True, True), ("Yes. Yes, it does.", True, True),
     ("NO. It doesn't say \"yes\" anywhere.", False, True),
 ])
