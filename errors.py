@@ -17,6 +17,9 @@ What counts as "a fault the user can fix":
 Format errors of a file (not UTF-8, malformed or too deeply nested JSON) are turned into DataError by the readers
 (data.iter_jsonl), which know the file and the line; a RecursionError or UnicodeDecodeError that reaches the
 boundary came from somewhere the project did not expect, so it keeps its traceback.
+
+Also here: argparse types that refuse impossible flag values before anything runs (`--max-new-tokens 0`,
+`--judge-timeout -1`, `--top-p 1.5`): positive_int, non_negative_int, positive_float, non_negative_float, probability.
 """
 import argparse
 import sys

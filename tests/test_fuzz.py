@@ -540,3 +540,9 @@ def test_a_bug_keeps_its_traceback():
 
 def test_table_size():
     assert len(CASES) >= 80
+
+
+def test_readme_says_what_happens_when_something_goes_wrong():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("## When something goes wrong", 1)[1].split("\n## ", 1)[0]
+    assert "errors.main_boundary" in section and "What is kept" in section and "--resume" in section
