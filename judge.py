@@ -493,7 +493,8 @@ def run_rule_code(code: str, responses: list[str], timeout: float = 10.0) -> lis
     failed = [None] * len(responses)
     posix = os.name == "posix"
     child = subprocess.Popen([sys.executable, "-I", "-c", _RULE_RUNNER], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=posix,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
+                             start_new_session=posix,
                              preexec_fn=_limit_child if posix else None)
     try:
         stdout, _ = child.communicate(json.dumps({"code": code, "responses": responses}), timeout=timeout)

@@ -327,6 +327,11 @@ def test_rule_code_with_the_wrong_number_of_verdicts_is_counted_not_padded(answe
     assert scores.tolist() == [[-1], [-1]] and stats["rule_code_errors"] == 2 and stats["rule_code"] == 0
 
 
+def test_rule_code_that_prints_bytes_is_a_rule_code_error():
+    code = "import sys\nsys.stdout.buffer.write(b'\\xff\\xfe')\ndef evaluate(response):\n    return True\n"
+    assert judge.run_rule_code(code, ["a"], timeout=10) == [None]
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # OpenAI-compatible endpoint on loopback
 
