@@ -685,9 +685,6 @@ def main(argv=None):
 
     # --- init
     random.seed(args.seed), np.random.seed(args.seed), torch.manual_seed(args.seed)
-    if args.overwrite and resume_ckpt is None:
-        clear_run(out)
-    out.mkdir(parents=True, exist_ok=True)
     log = lambda msg: print(f"[train] {msg}", flush=True)
     # Master weights stay float32 (a 1e-6 update vanishes in bf16 weights); forward passes run under bf16 autocast
     # on GPU, so generation, log-probs and the backward use bf16 matmuls.
@@ -733,6 +730,9 @@ def main(argv=None):
         except discriminator.DiscriminatorError as e:
             raise errors.UsageError(str(e)) from None
         log(f"discriminator: {disc_path}")
+    if args.overwrite and resume_ckpt is None:  # every model loaded: only now may the old run go
+        clear_run(out)
+    out.mkdir(parents=True, exist_ok=True)
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
