@@ -8,7 +8,7 @@ the same files, byte for byte, afterwards (so no --out folder, run.json or half-
 Most cases call `errors.main_boundary(script.main, argv)` in this process (a subprocess per case would take minutes
 on a 2-core machine); SUBPROCESS_CASES run a few of them as the real `python SCRIPT.py ...` to check the wiring.
 Judge faults go to a fake OpenAI-compatible endpoint on 127.0.0.1, which picks its behaviour from the URL path and
-stops by itself after MAX_REQUESTS requests or MAX_SECONDS seconds. train.py has no case in this table yet.
+stops by itself after MAX_REQUESTS requests or MAX_SECONDS seconds. train.py's cases: tests/test_fuzz_train.py.
 """
 import http.server
 import importlib
