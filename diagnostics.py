@@ -4,7 +4,7 @@ What the token advantages did in one RTT step: figures for metrics.jsonl, to see
 Not part of the algorithm: train.py logs these so that a run can be diagnosed from its metrics alone (README, "Why
 RTT lost the pilot"). Pure functions on the tensors of one step; no model, no I/O.
 
-    eos_tok_adv          mean A_tok on the stop token, over responses that have one (eos_count of them)
+    eos_tok_adv          mean A_tok on the stop token, over responses that have one (eos_count of them; None if none)
     last4_tok_adv        mean A_tok over each response's last 4 real tokens (cut-off responses included)
     res_adv_abs          mean |A_res| per real token
     tok_term_abs         mean |lambda * A_tok| per real token (the token term as it enters A)
@@ -13,11 +13,13 @@ RTT lost the pilot"). Pure functions on the tensors of one step; no model, no I/
     eos_adv_by_family    per constraint family: mean normalised token reward r~ on the stop token (how each kind of
                          constraint pushes on stopping)
 """
+import math
+
 import torch
 
 
 def token_advantage_stats(parts: dict, response_mask: torch.Tensor, stop_mask: torch.Tensor, scores: torch.Tensor,
-                          families: list, weight: float, std_floor: float) -> dict:
+                          families: list, weight: float, std_floor: float, token_mask=None) -> dict:
     """Figures of one step. parts: advantages.rtt_advantages' second output; shapes [P, G, ...].
 
     Args:
@@ -26,7 +28,8 @@ def token_advantage_stats(parts: dict, response_mask: torch.Tensor, stop_mask: t
         response_mask: [P, G, T]; stop_mask: [P, G, T] True on the stop token (advantages.stop_token_mask).
         scores: [P, G, K] +1 / -1 / 0 padded slot.
         families: [P][K'] the constraint family of each real slot of each prompt (K' <= K).
-        weight: lambda. std_floor: the floor the normalisation used.
+        weight: lambda. std_floor: the floor the normalisation used. token_mask: [P, G, T] the tokens the
+            normalisation saw, when not the response mask (eos="exclude": the stop token left out).
 
     Example (one response of 3 tokens ending in EOS, one constraint that fails and blames the first token):
         >>> import advantages as adv
@@ -43,7 +46,7 @@ def token_advantage_stats(parts: dict, response_mask: torch.Tensor, stop_mask: t
     stop = stop_mask & M                                                    # [P, G, T]
     first_stop = stop & (stop.cumsum(-1) == 1)                              # [P, G, T] the stop token itself
     out = {"eos_count": int(first_stop.sum()),
-           "eos_tok_adv": float(token_adv[first_stop].mean()) if first_stop.any() else 0.0,
+           "eos_tok_adv": float(token_adv[first_stop].mean()) if first_stop.any() else None,   # None: no EOS
            "res_adv_abs": float((parts["response_adv"].abs().unsqueeze(-1) * M).sum() / n_tok),
            "tok_term_abs": float((weight * token_adv.abs() * M).sum() / n_tok)}
     position_from_end = M.flip(-1).cumsum(-1).flip(-1)                     # [P, G, T] 1 on the last real token
@@ -51,12 +54,14 @@ def token_advantage_stats(parts: dict, response_mask: torch.Tensor, stop_mask: t
     out["last4_tok_adv"] = float(token_adv[last4].mean()) if last4.any() else 0.0
 
     r = parts["token_rewards"]                                              # [P, G, K, T]
-    Mk = M.unsqueeze(-2).expand_as(r)                                       # [P, G, K, T]
+    seen = M if token_mask is None else token_mask != 0                     # [P, G, T] what the normalisation saw
+    Mk = seen.unsqueeze(-2).expand_as(r)                                    # [P, G, K, T]
     n = Mk.sum(-1).clamp(min=1)                                             # [P, G, K]
     mu = (r * Mk).sum(-1) / n
     sigma = (((r - mu.unsqueeze(-1)) ** 2) * Mk).sum(-1).div(n).sqrt()    # [P, G, K]
-    real = (scores != 0) & M.any(-1, keepdim=True)                          # [P, G, K]
-    damped = real & (sigma > 0) & (sigma < std_floor)
+    flat = r.masked_fill(~Mk, -math.inf).amax(-1) <= r.masked_fill(~Mk, math.inf).amin(-1)   # all equal: 0 anyway
+    real = (scores != 0) & seen.any(-1, keepdim=True)                       # [P, G, K]
+    damped = real & ~flat & (sigma < std_floor)
     out["floor_damped_rows"] = float(damped.sum() / real.sum().clamp(min=1))
 
     normed = parts.get("normed")

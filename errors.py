@@ -3,7 +3,8 @@ The error boundary of the scripts: a fault the user can fix is ONE line on stder
 
     error: <what>, <where>, <what to do>
 
-and anything else (a bug) keeps its traceback. judge.py, evaluate.py, rollout.py and discriminator.py end with
+and anything else (a bug) keeps its traceback. train.py, judge.py, evaluate.py, rollout.py and discriminator.py
+end with
 
     if __name__ == "__main__":
         errors.main_boundary(main)

@@ -167,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--threads", type=int, default=0,
                    help="torch CPU threads (0: torch's default; 1 is often faster on a CPU shared with other jobs)")
     g.add_argument("--save-every", type=int, default=5, help="checkpoint every N steps (and at the end)")
-    g.add_argument("--keep-checkpoints", type=int, default=2, help="checkpoints kept on disk (oldest deleted)")
+    g.add_argument("--keep-checkpoints", type=int, default=2,
+                   help="checkpoints kept on disk (oldest deleted; 0 = keep all)")
     g.add_argument("--resume", default=None, help="run folder (or checkpoint folder) to continue exactly")
     g.add_argument("--plot", default=None, metavar="RUN", help="only redraw the PNG curves of RUN and exit")
     g.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
@@ -195,7 +196,7 @@ def given_flags(argv=None) -> set:
 # Those of PER_INVOCATION belong to one command, never to the run, and are not taken from the saved settings.
 RESUME_MAY_CHANGE = {"out", "steps", "device", "threads", "no_progress", "save_every", "keep_checkpoints",
                      "eval_every", "eval_prompts", "eval_data", "micro_batch_tokens", "disc_batch_tokens",
-                     "grad_checkpointing", "judge_url", "judge_name"}
+                     "grad_checkpointing", "judge_url"}
 PER_INVOCATION = {"resume", "stop_after", "overwrite", "plot"}
 
 
@@ -209,6 +210,11 @@ def settings_for_resume(args, saved: dict, given: set, where: str):
     merged = {**vars(args), **{k: v for k, v in saved.items() if k in vars(args) and k not in PER_INVOCATION}}
     for k in sorted(given):
         new, old = getattr(args, k), saved.get(k)
+        if k == "steps" and new != old and (merged["decay"] != "constant" or merged["curriculum"] != "none"):
+            raise errors.UsageError(f"--steps {new}: the run was planned for {old} steps, and its learning-rate "
+                                    f"schedule (--decay {merged['decay']}) or curriculum (--curriculum "
+                                    f"{merged['curriculum']}) depends on that length; only a run with --decay "
+                                    "constant and --curriculum none can be extended")
         if k in RESUME_MAY_CHANGE or k in PER_INVOCATION or k not in saved:
             merged[k] = new
         elif new != old:
@@ -437,8 +443,7 @@ SETTING_RULES = [  # (setting, what it must be, test): impossible values are ref
     ("prompts_per_step", "at least 1", lambda v: v >= 1), ("group_size", "at least 2 (GRPO normalises within a "
                                                                          "group)", lambda v: v >= 2),
     ("steps", "at least 1", lambda v: v >= 1), ("mini_batches", "at least 1", lambda v: v >= 1),
-    ("max_constraints", "at least 1", lambda v: v >= 1), ("lr", "above 0 and below 1 (paper: 1e-6)",
-                                                          lambda v: 0 < v < 1),
+    ("lr", "above 0 and below 1 (paper: 1e-6)", lambda v: 0 < v < 1),
     ("weight_decay", "0 or more", lambda v: v >= 0), ("warmup_steps", "0 or more", lambda v: v is None or v >= 0),
     ("clip_low", "above 0 and below 1 (paper: 0.2)", lambda v: 0 < v < 1),
     ("clip_high", "above 0 (paper: 0.27)", lambda v: 0 < v < math.inf), ("grad_clip", "above 0", lambda v: v > 0),
@@ -446,7 +451,7 @@ SETTING_RULES = [  # (setting, what it must be, test): impossible values are ref
     ("token_weight", "0 or more (paper: 0.5)", lambda v: v >= 0), ("token_std_floor", "0 or more",
                                                                     lambda v: v >= 0),
     ("micro_batch_tokens", "at least 1", lambda v: v >= 1), ("disc_batch_tokens", "at least 1", lambda v: v >= 1),
-    ("save_every", "at least 1", lambda v: v >= 1), ("keep_checkpoints", "at least 1", lambda v: v >= 1),
+    ("save_every", "at least 1", lambda v: v >= 1), ("keep_checkpoints", "0 (keep all) or more", lambda v: v >= 0),
     ("eval_every", "0 or more", lambda v: v >= 0), ("eval_prompts", "0 or more", lambda v: v >= 0),
     ("threads", "0 (torch's default) or more", lambda v: v >= 0),
 ]
@@ -473,15 +478,19 @@ def last_checkpoint_note(out: Path) -> str:
     return f"no checkpoint was written yet; fix the cause and start again with --overwrite --out {out}"
 
 
+class TrainingStopped(errors.UsageError):
+    """The loop stopped on a fault; the message already says which checkpoint to resume from."""
+
+
 @contextlib.contextmanager
 def name_the_checkpoint_on_error(out: Path):
     """A project error raised during the loop (an endpoint that stays down, a divergence) names where to resume."""
     try:
         yield
+    except TrainingStopped:
+        raise
     except errors.ProjectError as e:
-        if "checkpoint" in str(e):
-            raise
-        raise errors.UsageError(f"{' '.join(str(e).split())}; {last_checkpoint_note(out)}") from None
+        raise TrainingStopped(f"{' '.join(str(e).split())}; {last_checkpoint_note(out)}") from None
 
 
 def stop_if_diverged(step: int, what: str, value: float, entropy, uniform_entropy: float, out: Path,
@@ -489,13 +498,15 @@ def stop_if_diverged(step: int, what: str, value: float, entropy, uniform_entrop
     """Stop before an optimizer step that would apply a NaN / inf, or train a policy that has collapsed to uniform
     (entropy within 1 % of ln V, when it started clearly below: a random-init model is near-uniform from the start)."""
     if not math.isfinite(value):
-        raise errors.UsageError(f"step {step + 1}: the {what} is {value}; nothing of it was applied to the weights; "
-                                f"lower --lr or check --token-weight; {last_checkpoint_note(out)}")
+        raise TrainingStopped(f"step {step + 1}: the {what} is {value}; nothing of it was applied to the weights; "
+                              f"{last_checkpoint_note(out)} (the run's settings; a lower --lr or another "
+                              f"--token-weight is a new run: --overwrite, or another --out)")
     started_lower = start_entropy is not None and start_entropy < 0.9 * uniform_entropy
     if entropy is not None and started_lower and float(entropy) >= 0.99 * uniform_entropy:
-        raise errors.UsageError(f"step {step + 1}: the policy's next-token distribution is uniform (entropy "
-                                f"{float(entropy):.2f} of at most {uniform_entropy:.2f}): training has diverged; "
-                                f"lower --lr; {last_checkpoint_note(out)}")
+        raise TrainingStopped(f"step {step + 1}: the policy's next-token distribution is uniform (entropy "
+                              f"{float(entropy):.2f} of at most {uniform_entropy:.2f}): training has diverged; start "
+                              f"a new run with a lower --lr (--overwrite, or another --out); the last checkpoint may "
+                              f"already hold the collapsed policy: {last_checkpoint_note(out)}")
 
 
 def clear_run(out: Path) -> None:
@@ -508,8 +519,14 @@ def drop_metrics_after(path: Path, step: int) -> None:
     """Keep only the metric rows of steps <= step (a run killed after logging a step but before its checkpoint)."""
     if not path.exists():
         return
+    def step_of(line):  # a line cut short by a kill does not parse: it goes too
+        try:
+            return json.loads(line).get("step", 0)
+        except ValueError:
+            return math.inf
+
     lines = [l for l in path.read_text().splitlines() if l.strip()]
-    kept = [l for l in lines if json.loads(l).get("step", 0) <= step]
+    kept = [l for l in lines if step_of(l) <= step]
     if len(kept) != len(lines):
         path.write_text("".join(l + "\n" for l in kept))
 
@@ -650,6 +667,8 @@ def main(argv=None):
         args = settings_for_resume(args, trainer_state["args"], given, where=str(resume_ckpt))
         if "out" not in given:
             args.out = str(resume_ckpt.parent.parent)
+        elif Path(args.out).resolve() != resume_ckpt.parent.parent.resolve():
+            refuse_to_overwrite_a_run(Path(args.out), overwrite=False)   # never mix into another run
     out = Path(args.out or f"runs/{args.algo}-{args.norm}-seed{args.seed}")
     if resume_ckpt is None:
         refuse_to_overwrite_a_run(out, args.overwrite)
@@ -819,11 +838,11 @@ def main(argv=None):
                     if args.relevance == "random":
                         gen = torch.Generator(device=relevance.device).manual_seed(args.seed * 7919 + step)
                         relevance = adv.random_relevance(relevance, mask.view(Pk, G, T), gen)
-                stop = adv.stop_token_mask(ro.response_ids, mask, tokenizer.all_special_ids)       # [B, T]
+                stop_tokens = adv.stop_token_mask(ro.response_ids, mask, tokenizer.all_special_ids)  # [B, T]
                 advantage, parts = adv.rtt_advantages(scores.view(Pk, G, K), relevance, mask.view(Pk, G, T),
                                                       union=args.union, norm=args.norm, combine=args.combine,
                                                       weight=args.token_weight, reference_quirks=args.reference_quirks,
-                                                      std_floor=args.token_std_floor, stop_mask=stop.view(Pk, G, T),
+                                                      std_floor=args.token_std_floor, stop_mask=stop_tokens.view(Pk, G, T),
                                                       eos=args.eos_relevance)
                 advantage = advantage.reshape(Pk * G, T)                                        # [B, T]
                 tok_adv = parts["token_adv"].reshape(Pk * G, T)
@@ -904,6 +923,7 @@ def main(argv=None):
                 aon = ((scores > 0) | ~real).all(-1).float()                                         # [B]
                 csr = ((scores > 0) & real).sum(-1).float() / real.sum(-1).clamp(min=1)             # [B]
                 tok_abs = (tok_adv.abs() * mask).sum() / mask.sum().clamp(min=1)
+                res_abs = (advantage.abs() * mask).sum() / mask.sum().clamp(min=1)   # GRPO: A_res on every token
                 row = {"kind": "train", "step": step + 1, "reward": float(rewards.mean()),
                        "aon_pass": float(aon.mean()), "csr_pass": float(csr.mean()),
                        "zero_var_groups": float((rewards.std(-1) == 0).float().mean()) if G > 1 else 1.0,
@@ -920,11 +940,14 @@ def main(argv=None):
                        "family_pass": family_pass_rates(prompts, prompt_index, scores)}
                 if relevance is not None:
                     row["relevance_mean"] = float((relevance.reshape(-1, K, T).sum(1) * mask).sum() / (mask.sum() * K))
+                if args.algo == "grpo":
+                    row["res_adv_abs"] = float(res_abs)
                 if args.algo == "rtt":  # where the token term pushes: EOS, last tokens, per family (diagnostics.py)
                     families = [[item_family(item) for item in p.rubrics] for p in prompts]
-                    row.update(diagnostics.token_advantage_stats(parts, mask.view(Pk, G, T), stop.view(Pk, G, T),
-                                                                 scores.view(Pk, G, K), families, args.token_weight,
-                                                                 args.token_std_floor))
+                    seen = mask.bool() & ~stop_tokens if args.eos_relevance == "exclude" else None   # [B, T]
+                    row.update(diagnostics.token_advantage_stats(
+                        parts, mask.view(Pk, G, T), stop_tokens.view(Pk, G, T), scores.view(Pk, G, K), families,
+                        args.token_weight, args.token_std_floor, None if seen is None else seen.view(Pk, G, T)))
             write_metrics(row)
             bar.set_postfix(reward=f"{row['reward']:.3f}", aon=f"{row['aon_pass']:.2f}", csr=f"{row['csr_pass']:.2f}",
                             s=f"{row['step_seconds']:.0f}")
@@ -942,10 +965,10 @@ def main(argv=None):
                 with amp:
                     ev = evaluate_heldout(model, tokenizer, judge, eval_prompts, args)
                 write_metrics({"kind": "eval", "step": done, **ev})
-            stop = args.stop_after is not None and done - start_step >= args.stop_after
-            if done % args.save_every == 0 or done == args.steps or stop:
+            stop_now = args.stop_after is not None and done - start_step >= args.stop_after
+            if done % args.save_every == 0 or done == args.steps or stop_now:
                 save_checkpoint(out, done, model, tokenizer, optimizer, scheduler, args, args.keep_checkpoints)
-            if stop:
+            if stop_now:
                 log(f"stopping after {args.stop_after} steps (--stop-after); continue with --resume {out}")
                 break
 

@@ -478,7 +478,7 @@ BASE_TASKS = {
 }
 
 # ---------------------------------------------------------------------------------------------------------------
-# 2. Constraint families (the fixed list of contract.md) and their kwargs samplers
+# 2. Constraint families (a fixed list) and their kwargs samplers
 
 FAMILIES = [
     "keywords:existence", "keywords:frequency", "keywords:forbidden_words", "keywords:letter_frequency",

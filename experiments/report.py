@@ -72,13 +72,21 @@ def seeds_of(results: Path, variant: str) -> list:
 
 
 def training_figures(results: Path, labels: list) -> dict:
-    """Means over the last 5 training steps, then over seeds."""
-    keys = ("truncated", "eos_tok_adv", "res_adv_abs", "tok_term_abs", "zero_var_groups", "csr_pass", "aon_pass")
-    per_seed = []
-    for label in labels:
-        rows = [r for r in read_jsonl(results / label / "metrics.jsonl") if r.get("kind") == "train"][-5:]
-        per_seed.append({k: float(np.mean([r.get(k, 0.0) for r in rows])) for k in keys})
-    return {k: float(np.mean([s[k] for s in per_seed])) for k in keys}
+    """Means over the last 5 training steps, then over seeds; None where a run did not log the figure (GRPO has no
+    token term). The token advantage on EOS is weighted by the number of EOS tokens of each step (a step whose
+    responses were all cut off has none)."""
+    keys = ("truncated", "res_adv_abs", "tok_term_abs", "zero_var_groups", "csr_pass", "aon_pass")
+    out = {}
+    rows = [r for label in labels
+            for r in [r for r in read_jsonl(results / label / "metrics.jsonl") if r.get("kind") == "train"][-5:]]
+    for k in keys:
+        per_seed = [[r[k] for r in read_jsonl(results / label / "metrics.jsonl")
+                     if r.get("kind") == "train" and r.get(k) is not None][-5:] for label in labels]
+        out[k] = float(np.mean([np.mean(v) for v in per_seed])) if all(per_seed) else None
+    weights = [r.get("eos_count", 0) for r in rows if r.get("eos_tok_adv") is not None]
+    values = [r["eos_tok_adv"] for r in rows if r.get("eos_tok_adv") is not None]
+    out["eos_tok_adv"] = float(np.average(values, weights=weights)) if sum(weights) else None
+    return out
 
 
 def report(results: Path, reference: str) -> str:
@@ -108,9 +116,11 @@ def report(results: Path, reference: str) -> str:
         d_prompt = bootstrap_difference(m, base_met[None], total, "prompt")
         t = training_figures(results, seeds_of(results, v))
         ci = lambda d: f"{pct(d[0])} [{pct(d[1])}, {pct(d[2])}]" if d else ""  # noqa: E731
+        fmt = lambda x, f: "–" if x is None else format(x, f)  # noqa: E731
         lines.append(f"| {v} | {len(m)} | {100 * inst.mean():.1f}{sd(inst)} | {100 * prompt.mean():.1f}{sd(prompt)} "
-                     f"| {ci(d_base)} | {ci(d_ref)} | {ci(d_prompt)} | {100 * t['truncated']:.0f} "
-                     f"| {t['eos_tok_adv']:+.3f} | {t['res_adv_abs']:.3f} | {t['tok_term_abs']:.3f} |")
+                     f"| {ci(d_base)} | {ci(d_ref)} | {ci(d_prompt)} | {fmt(100 * t['truncated'], '.0f')} "
+                     f"| {fmt(t['eos_tok_adv'], '+.3f')} | {fmt(t['res_adv_abs'], '.3f')} "
+                     f"| {fmt(t['tok_term_abs'], '.3f')} |")
     lines += ["", "Commands (seed S):", ""]
     lines += [f"- `{v}`: `{grid['commands'][seeds_of(results, v)[0]]}`" for v in variants]
     lines += [f"- base: `{grid['commands']['base']}`"]
@@ -129,10 +139,13 @@ def plot(results: Path) -> Path:
                 for label in seeds_of(results, v)]
         n = min(len(r) for r in runs)
         for ax, key in zip(axes, ("truncated", "eos_tok_adv", "csr_pass")):
-            vals = np.array([[r[s].get(key, 0.0) for s in range(n)] for r in runs])     # [seeds, steps]
-            ax.plot(range(1, n + 1), vals.mean(0), color=f"C{i}", label=v)
+            vals = np.array([[r[s].get(key) if r[s].get(key) is not None else np.nan for s in range(n)]
+                             for r in runs], dtype=float)                                 # [seeds, steps]
+            if np.isnan(vals).all():
+                continue                                                                  # GRPO: no token term
+            ax.plot(range(1, n + 1), np.nanmean(vals, 0), color=f"C{i}", label=v)
             if len(runs) > 1:
-                ax.fill_between(range(1, n + 1), vals.min(0), vals.max(0), color=f"C{i}", alpha=0.15)
+                ax.fill_between(range(1, n + 1), np.nanmin(vals, 0), np.nanmax(vals, 0), color=f"C{i}", alpha=0.15)
     for ax, title in zip(axes, ("sampled responses cut off at the cap", "token advantage on EOS (RTT)",
                                 "constraints met by sampled responses (CSR)")):
         ax.set_title(title, fontsize=10), ax.set_xlabel("step"), ax.grid(alpha=0.3)

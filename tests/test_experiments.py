@@ -125,8 +125,13 @@ def test_bootstrap_interval_is_paired_and_covers_the_point():
     b = np.ones((1, 50))
     point, lo, hi = report.bootstrap_difference(a, b, total, "instruction")
     assert point == pytest.approx(0.25) and lo <= point <= hi and lo > 0
-    same = report.bootstrap_difference(b, b, total, "prompt")
-    assert same == (0.0, 0.0, 0.0)                                          # paired: no spread without a difference
+    varied = np.array([[2.0, 0.0, 1.0, 2.0, 0.0] * 10])                       # prompts differ a lot
+    assert report.bootstrap_difference(varied, varied, total, "prompt") == (0.0, 0.0, 0.0)   # paired: no spread
+    shifted = np.array([[2.0, 1.0, 1.0, 2.0, 0.0] * 10])                      # one prompt in 5 gains one constraint
+    point, lo, hi = report.bootstrap_difference(shifted, varied, total, "instruction")
+    assert point == pytest.approx(0.1) and 0 < lo <= 0.1 <= hi < 0.2           # an unpaired interval would span 0
+    import doctest
+    assert doctest.testmod(report).failed == 0
 
 
 def test_grid_runs_resumes_keeps_small_outputs_and_report_rebuilds(tmp_path, tiny_dir, tiny_disc_dir, monkeypatch):

@@ -35,11 +35,11 @@ def checker_row(iid, kwargs) -> bytes:
 # copied into it, {tiny} the tiny policy, {disc} its discriminator, {broken} a broken model made by BROKEN below.
 
 BAD_SETTINGS = [  # one bad value for each of train.SETTING_RULES, and argparse's own refusals
-    ("prompts_per_step", "0"), ("group_size", "1"), ("steps", "0"), ("mini_batches", "0"), ("max_constraints", "0"),
+    ("prompts_per_step", "0"), ("group_size", "1"), ("steps", "0"), ("mini_batches", "0"),
     ("lr", "-1"), ("lr", "1000"), ("lr", "nan"), ("weight_decay", "-0.1"), ("warmup_steps", "-3"),
     ("clip_low", "1.5"), ("clip_high", "-1"), ("grad_clip", "0"), ("kl", "-1"), ("lora", "-2"),
     ("token_weight", "nan"), ("token_weight", "-0.5"), ("token_std_floor", "inf"), ("micro_batch_tokens", "0"),
-    ("disc_batch_tokens", "0"), ("save_every", "0"), ("keep_checkpoints", "0"), ("eval_every", "-1"),
+    ("disc_batch_tokens", "0"), ("save_every", "0"), ("keep_checkpoints", "-1"), ("eval_every", "-1"),
     ("eval_prompts", "-1"), ("threads", "-1"),
 ]
 CASES = [(f"--{name.replace('_', '-')} {value}", [f"--{name.replace('_', '-')}", value],
@@ -81,6 +81,10 @@ CASES += [
     ("resume: another group size", ["--resume", "{run}", "--group-size", "4"], "--group-size 4 contradicts"),
     ("resume: checkpoint weights truncated", ["--resume", "{run}"], "step_000001"),
     ("a new run into a run folder", ["--out", "{run}"], "already holds a run"),
+    ("resume into another run's folder", ["--resume", "{run}", "--out", "{case}/other"], "other already holds a run"),
+    ("resume: a cosine run made longer", ["--resume", "{run}", "--steps", "5"],
+     "--steps 5: the run was planned for 2 steps"),
+    ("resume: another judge model name", ["--resume", "{run}", "--judge-name", "other"], "--judge-name other"),
 ]
 
 
@@ -146,6 +150,8 @@ def test_train_fault(case, extra, says, tmp_path, tiny_dir, tiny_disc_dir, finis
     shutil.copytree(finished_run, run)
     if case in BREAK_RUN:
         BREAK_RUN[case](run)
+    if case == "resume into another run's folder":
+        shutil.copytree(finished_run, folder / "other")
     if case in BROKEN:
         shutil.copytree(tiny_dir, broken)
         if BROKEN[case]:

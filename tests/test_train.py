@@ -366,3 +366,10 @@ def test_script_errors_are_one_line_with_exit_code_2(tmp_path, tiny_dir):
                           timeout=300)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == ["error: --lr -1.0: must be above 0 and below 1 (paper: 1e-6)"]
+
+
+def test_resume_drops_a_metrics_line_cut_short_by_a_kill(tmp_path):
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text('{"kind": "train", "step": 1}\n{"kind": "train", "step": 2}\n{"kind": "tra')
+    train.drop_metrics_after(metrics, 1)
+    assert metrics.read_text() == '{"kind": "train", "step": 1}\n'
