@@ -275,9 +275,9 @@ def judge_messages(instruction: str, response: str, criterion: str,
 
 
 _FIRST_WORD = re.compile(r"^[\W_]*(yes|no)\b", re.IGNORECASE)
-# a later word that reads as a verdict: YES / NO in capitals anywhere, or yes / no opening a sentence ("No problem!
-# Yes, it does."); "there are no commas" is not one
-_LATER_VERDICT = re.compile(r"\b(YES|NO)\b|(?:[.!?:;\n][\s*_#>-]*)((?i:yes|no))\b")
+# a later word that reads as a verdict: YES / NO in capitals anywhere, or yes / no opening a sentence and followed by
+# punctuation or the end ("No problem! Yes, it does."); "there are no commas" and "YES. No commas are used." are not
+_LATER_VERDICT = re.compile(r"\b(YES|NO)\b|(?:[.!?:;\n][\s*_#>-]*)((?i:yes|no))(?=[\s*_]*(?:[.,!?:;]|$))")
 _QUOTED = re.compile(r'"[^"]*"|“[^”]*”|(?<!\w)\'[^\']*\'(?!\w)')  # "...", “...”, '...' (not doesn't)
 
 
@@ -286,8 +286,8 @@ def parse_verdict(reply: str, parser: str = "strict") -> bool | None:
 
     strict (ours): a verdict only when it is unambiguous. The first word of the reply, ignoring leading punctuation
       / markdown ("**YES**"), is YES or NO, and no later verdict word of the other kind (YES / NO in capitals, or
-      opening a sentence) stands outside quotes: "NO. The text only says 'answer YES'." is NO and "Yes, there are
-      no commas." is YES, but "Yes, I can judge that. The answer is NO." and "No problem! YES, it fulfils the
+      opening a sentence and followed by punctuation) stands outside quotes: "NO. The text only says 'answer YES'."
+      is NO, "Yes, there are no commas." and "YES. No commas are used." are YES, but "Yes, I can judge that. The answer is NO." and "No problem! YES, it fulfils the
       criterion." are unparseable.
     lenient (the reference's): "yes" anywhere in the reply wins, else "no" anywhere, else unparseable. It reads a
       judge that quotes the response ("NO, although it says 'answer YES'") as YES; see tests/test_judge.py.

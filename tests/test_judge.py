@@ -229,6 +229,8 @@ def test_judge_prompt_shows_description_not_dict_repr():
     ("Yes, there are no commas in the text.", True, True), ("YES. It contains no commas.", True, True),
     ('"Yes" is what it says. NO.', None, True), ('"YES"', True, True), ("Yes. Yes, it does.", True, True),
     ("NO. It doesn't say \"yes\" anywhere.", False, True),
+    ("YES. No commas are used.", True, True), ("YES\n\nNo commas appear.", True, True),   # "No" opens, not a verdict
+    ("Yes. No.", None, True), ("No. Yes!", None, True),
 ])
 def test_parsers(reply, strict, lenient):
     assert judge.parse_verdict(reply, "strict") is strict
