@@ -22,13 +22,13 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "experiments"))
+from variants import final_checkpoint, run  # noqa: E402  (one way to run a job and find its last checkpoint)
 
 
 def short64(row: dict) -> bool:
@@ -75,28 +75,12 @@ def filtered_copy(src: Path, keep, dst: Path) -> Path:
     return dst
 
 
-def final_checkpoint(run_dir: Path) -> Path | None:
-    latest = run_dir / "checkpoints" / "latest"
-    return run_dir / "checkpoints" / latest.read_text().strip() if latest.exists() else None
-
-
 def finished(run_dir: Path, steps: int) -> bool:
     """Done when its metrics hold `steps` training rows and a checkpoint exists."""
     metrics = run_dir / "metrics.jsonl"
     if not (metrics.exists() and final_checkpoint(run_dir)):
         return False
     return sum('"kind": "train"' in line for line in metrics.read_text().splitlines()) >= steps
-
-
-def run(cmd: list, log: Path) -> float:
-    """Run cmd with stdout+stderr to log; seconds taken. A failure stops the grid with the log's tail."""
-    t0 = time.perf_counter()
-    with open(log, "w") as f:
-        done = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
-    if done.returncode != 0:
-        tail = log.read_text(errors="replace").splitlines()[-15:]
-        raise SystemExit(f"[grid] failed (exit {done.returncode}): {' '.join(map(str, cmd))}\n  " + "\n  ".join(tail))
-    return time.perf_counter() - t0
 
 
 def keep_small_outputs(src: Path, dst: Path, names: tuple) -> None:

@@ -42,13 +42,15 @@ IFEVAL_METRICS = ("prompt_level_strict_acc", "inst_level_strict_acc")
 
 
 def run(cmd: list, log: Path) -> float:
-    """Run cmd with stdout+stderr to log; seconds taken. A failure stops the experiment with the log's tail."""
+    """Run cmd with stdout+stderr to log; seconds taken. A failure stops the experiment with the log's tail.
+    (experiments/grid.py runs its jobs with this too.)"""
     t0 = time.perf_counter()
     with open(log, "w") as f:
         done = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
     if done.returncode != 0:
         tail = log.read_text(errors="replace").splitlines()[-15:]
-        raise SystemExit(f"[variants] failed (exit {done.returncode}): {' '.join(cmd)}\n  " + "\n  ".join(tail))
+        raise SystemExit(f"[experiment] failed (exit {done.returncode}): {' '.join(map(str, cmd))}\n  "
+                         + "\n  ".join(tail))
     return time.perf_counter() - t0
 
 
