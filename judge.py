@@ -141,10 +141,14 @@ def _build(instruction_id: str, kwargs: dict | None, prompt: str):
     if instruction_id not in reg:
         raise CheckerError(f"unknown instruction id {instruction_id!r} (not in the IFEval or IFBench registry)")
     checker = reg[instruction_id](instruction_id)
-    description = checker.build_description(**{k: v for k, v in (kwargs or {}).items() if v is not None})
-    args = checker.get_instruction_args()
-    if args and "prompt" in args:  # e.g. combination:repeat_prompt, repeat:repeat_simple read the prompt itself
-        description = checker.build_description(prompt=prompt)
+    try:
+        description = checker.build_description(**{k: v for k, v in (kwargs or {}).items() if v is not None})
+        args = checker.get_instruction_args()
+        if args and "prompt" in args:  # e.g. combination:repeat_prompt, repeat:repeat_simple read the prompt itself
+            description = checker.build_description(prompt=prompt)
+    except Exception as e:  # the checker's own code: whatever it raises is a CheckerError naming the constraint
+        raise CheckerError(f"{instruction_id} kwargs={kwargs}: build_description raised "
+                           f"{type(e).__name__}: {e}") from e
     return checker, description
 
 
@@ -189,11 +193,6 @@ def build_watching_random(instruction_id: str, kwargs: dict | None, prompt: str 
     try:
         checker, description = _build(instruction_id, kwargs, prompt)
         return description, dict(checker.get_instruction_args() or {}), bool(drawn)
-    except CheckerError:
-        raise
-    except Exception as e:
-        raise CheckerError(f"{instruction_id} kwargs={kwargs}: build_description raised "
-                           f"{type(e).__name__}: {e}") from e
     finally:
         for name, fn in real.items():
             setattr(random, name, fn)
@@ -206,11 +205,6 @@ def describe(instruction_id: str, kwargs: dict | None, prompt: str = "") -> str:
     random.seed(0)  # build_description draws missing kwargs at random
     try:
         return _build(instruction_id, kwargs, prompt)[1]
-    except CheckerError:
-        raise
-    except Exception as e:
-        raise CheckerError(f"{instruction_id} kwargs={kwargs}: build_description raised "
-                           f"{type(e).__name__}: {e}") from e
     finally:
         random.setstate(state)
 
