@@ -8,8 +8,9 @@ Run a grid of training runs (variants x seeds) and their held-out evaluations, r
 
 Every run is `python train.py` with the grid's shared settings plus its variant's flags; every policy (the base model
 and each run's final checkpoint) is scored greedily with `evaluate.py --bench heldout` on the grid's held-out file.
-A run that stopped continues from its checkpoint (`--resume`), finished runs and evaluations are skipped, so the grid
-can be run in several sittings. As soon as a run or an evaluation finishes, its small outputs are copied to
+A run that stopped continues from its checkpoint (`--resume`), finished runs and evaluations are skipped (those whose
+small outputs are in results/GRID count as finished even where runs/ is gone), so the grid can be run in several
+sittings, on several machines. As soon as a run or an evaluation finishes, its small outputs are copied to
 results/GRID/ (metrics.jsonl, config.json, the evaluation's metrics.json and per-prompt verdicts.jsonl), which is
 what gets committed; checkpoints stay under runs/ and are never committed.
 
@@ -146,7 +147,17 @@ def main(argv=None):
                       .replace(str(ROOT) + "/", "")}}, indent=1) + "\n")
     steps = int(grid["train_flags"][grid["train_flags"].index("--steps") + 1])
 
+    def committed(label, trained=True):
+        """Finished in an earlier sitting, maybe on another machine: its small outputs are in the results folder."""
+        done = (results / label / "eval" / "metrics.json").exists()
+        if trained and done:
+            metrics = results / label / "metrics.jsonl"
+            done = metrics.exists() and sum('"kind": "train"' in l for l in metrics.read_text().splitlines()) >= steps
+        return done
+
     def evaluate(label, model):
+        if committed(label, trained=False):
+            return
         out = runs / "eval" / label
         if not (out / "metrics.json").exists():
             sec = run(eval_cmd(model, out), runs / f"{label}.eval.log")
@@ -157,6 +168,9 @@ def main(argv=None):
 
     def train_and_evaluate(job):
         label, run_dir, cmd = job
+        if committed(label):
+            print(f"[grid] {label}: done (results/{args.grid}/{label})", flush=True)
+            return
         if not finished(run_dir, steps):
             # a checkpoint: continue from it; none (killed before the first one): start that run again
             cmd = [*cmd, "--resume", str(run_dir)] if final_checkpoint(run_dir) else [*cmd, "--overwrite"]

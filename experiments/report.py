@@ -96,7 +96,7 @@ def report(results: Path, reference: str) -> str:
     variants = [v for v in grid["variants"] if seeds_of(results, v)]
     mets = {v: np.stack([verdict_matrix(results, label, keys)[0] for label in seeds_of(results, v)])
             for v in variants}
-    pct = lambda x: f"{100 * x:+.1f}"  # noqa: E731
+    pct = lambda x: f"{round(100 * x, 1) + 0.0:+.1f}"  # noqa: E731  (no "-0.0")
     lines = [f"Held-out: {len(keys)} prompts ({grid['filter']} filter), greedy, {grid['eval_tokens']} new tokens, "
              f"strict. Mean ± sample std over seeds; Δ = paired difference with a 95 % bootstrap interval over prompts "
              f"and seeds ({N_BOOT} replicates). Training columns: last 5 steps, mean over seeds.", "",

@@ -157,3 +157,7 @@ def test_grid_runs_resumes_keeps_small_outputs_and_report_rebuilds(tmp_path, tin
     rows = [json.loads(l) for l in (tmp_path / "runs" / "tiny" / "rtt-seed3" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if r["kind"] == "train"] == [1, 2]
     assert (results / "rtt-seed3" / "metrics.jsonl").stat().st_mtime_ns >= stamp
+    import shutil
+    shutil.rmtree(tmp_path / "runs" / "tiny" / "rtt-seed3")                 # another machine: only results/ came
+    grid.main(argv)
+    assert not (tmp_path / "runs" / "tiny" / "rtt-seed3").exists()           # its committed outputs count as done
