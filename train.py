@@ -923,7 +923,6 @@ def main(argv=None):
                 aon = ((scores > 0) | ~real).all(-1).float()                                         # [B]
                 csr = ((scores > 0) & real).sum(-1).float() / real.sum(-1).clamp(min=1)             # [B]
                 tok_abs = (tok_adv.abs() * mask).sum() / mask.sum().clamp(min=1)
-                res_abs = (advantage.abs() * mask).sum() / mask.sum().clamp(min=1)   # GRPO: A_res on every token
                 row = {"kind": "train", "step": step + 1, "reward": float(rewards.mean()),
                        "aon_pass": float(aon.mean()), "csr_pass": float(csr.mean()),
                        "zero_var_groups": float((rewards.std(-1) == 0).float().mean()) if G > 1 else 1.0,
@@ -941,7 +940,7 @@ def main(argv=None):
                 if relevance is not None:
                     row["relevance_mean"] = float((relevance.reshape(-1, K, T).sum(1) * mask).sum() / (mask.sum() * K))
                 if args.algo == "grpo":
-                    row["res_adv_abs"] = float(res_abs)
+                    row["res_adv_abs"] = float((advantage.abs() * mask).sum() / mask.sum().clamp(min=1))
                 if args.algo == "rtt":  # where the token term pushes: EOS, last tokens, per family (diagnostics.py)
                     families = [[item_family(item) for item in p.rubrics] for p in prompts]
                     seen = mask.bool() & ~stop_tokens if args.eos_relevance == "exclude" else None   # [B, T]
