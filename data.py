@@ -36,7 +36,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from errors import ProjectError
+from support.errors import ProjectError
 
 MAX_CONSTRAINTS = 20  # the reference caps K at 20 (spec §7); `max_constraints` changes it, <= 0 means no cap
 ROLES = {"system", "user", "assistant"}

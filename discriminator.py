@@ -56,8 +56,8 @@ import numpy as np
 import torch
 
 import editors
-import errors
-from errors import ProjectError
+from support import errors
+from support.errors import ProjectError
 
 TEMPLATE = ("Identify which tokens in the response are relevant to the criteria.\n\n"
             "Criteria: {criterion}\n\nResponse:\n\n")
@@ -209,7 +209,7 @@ def relevance(model, tokenizer, response_ids: torch.Tensor, response_mask: torch
 
 def check_tokenizer(disc_tokenizer, policy_tokenizer, where: str = "the discriminator") -> None:
     """Refuse a discriminator whose vocabulary differs from the policy's: it reads the policy's ids as they are."""
-    import models
+    from support import models
     if not models.same_vocabulary(disc_tokenizer, policy_tokenizer):
         raise DiscriminatorError(
             f"{where} does not share the policy's tokenizer ({len(disc_tokenizer)} vs {len(policy_tokenizer)} "
@@ -221,7 +221,7 @@ def check_tokenizer(disc_tokenizer, policy_tokenizer, where: str = "the discrimi
 
 def load_discriminator(path, policy_tokenizer=None, device=None, dtype=None, allow_untrained: bool = False):
     """(model, tokenizer) of a saved discriminator; checks the vocabulary against the policy's when given."""
-    import models
+    from support import models
     model = models.load_token_classifier(str(path), device=device, dtype=dtype).eval()
     tokenizer = models.load_tokenizer(str(path))
     if not allow_untrained and getattr(model.config, "rtt_head_trained", False) is not True:
@@ -860,7 +860,7 @@ CPU_DEFAULTS = dict(n_prompts=400, n_samples=128, max_new_tokens=48, lr=4e-4, ep
 
 def default_dir(policy_name: str) -> Path:
     """Where train.py keeps (and, if missing, builds) the discriminator of a policy: $RTT_CACHE/discriminators/NAME."""
-    import models
+    from support import models
     return models.cache_dir() / "discriminators" / Path(policy_name).name.replace(":", "_")
 
 
@@ -880,7 +880,7 @@ def ensure_discriminator(policy_name: str, out_dir, *, backbone: str | None = No
     from the samples / labels it finished.
     """
     import data
-    import models
+    from support import models
     out = Path(out_dir)
     if (out / "config.json").exists():
         try:
@@ -1025,7 +1025,7 @@ def read_response_rows(path) -> list:
 
 def cmd_label(args):
     import data
-    import models
+    from support import models
     prompts = data.load_rubric_jsonl(args.prompts)
     tok = models.load_tokenizer(args.policy)
     if args.responses:  # earlier samples (the .samples.jsonl a previous run wrote, or any responses)
@@ -1084,7 +1084,7 @@ def _train_config(args) -> TrainConfig:
 
 
 def cmd_train(args):
-    import models
+    from support import models
     backbone = args.backbone or models.DEFAULT_DISCRIMINATOR_BACKBONE.get(args.policy, args.policy)
     tok = models.load_tokenizer(backbone)
     check_tokenizer(tok, models.load_tokenizer(args.policy), where=f"backbone {backbone}")

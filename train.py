@@ -49,9 +49,9 @@ import numpy as np
 import torch
 
 import advantages as adv
-import diagnostics
-import errors
-import models
+from support import diagnostics
+from support import errors
+from support import models
 from rollout import add_sampling_args, generate_rollout
 
 # -----------------------------------------------------------------------------

@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 import advantages as adv  # noqa: E402
 import data  # noqa: E402
 import discriminator  # noqa: E402
-import models  # noqa: E402
+from support import models  # noqa: E402
 
 BANDS = [(0.0, 1e-3), (1e-3, 1e-2), (1e-2, 0.1), (0.1, float("inf"))]   # sigma bands; the floor is 1e-2
 

@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import data  # noqa: E402
-import models  # noqa: E402
+from support import models  # noqa: E402
 
 OUT_DIR = Path(__file__).resolve().parent / "data"
 KS = (1, 2, 3, 4)  # the bundled data has 1 to 4 constraints per prompt

@@ -59,7 +59,7 @@ def common_flags(args, disc: str, out: str) -> list:
 def stand_in_discriminator(policy: str, folder: Path) -> str:
     """The policy's discriminator backbone cut to 12 layers, head untrained but marked trained (timing only)."""
     import discriminator as disc_lib
-    import models
+    from support import models
     if not (folder / "config.json").exists():
         backbone = models.DEFAULT_DISCRIMINATOR_BACKBONE.get(policy, policy)
         model = disc_lib.keep_bottom_layers(models.load_token_classifier(backbone, device="cpu",
@@ -89,7 +89,7 @@ def run_trl(args, disc: str, out: str) -> dict:
     from datasets import Dataset
     from transformers import TrainerCallback
 
-    import models
+    from support import models
     import train
     from data import load_rubric_jsonl
     from judge import Judge

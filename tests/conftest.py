@@ -50,5 +50,5 @@ def tiny_disc_dir(tmp_path_factory, tiny_tok):
 @pytest.fixture(scope="session")
 def smol():
     """(model, tokenizer) of the embedded default, loaded once per test session."""
-    import models
+    from support import models
     return models.load_causal_lm("smollm2-135m", device="cpu"), models.load_tokenizer("smollm2-135m")

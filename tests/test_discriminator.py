@@ -328,7 +328,7 @@ def test_cli_train_eval_show_smoke(tiny_dir, tiny_tok, tmp_path):
 
 
 def test_discriminator_head_has_no_dropout(tiny_dir):
-    import models
+    from support import models
     model = models.load_token_classifier(str(tiny_dir), device="cpu")     # a plain LM folder: new head
     assert model.config.classifier_dropout == 0.0
     assert all(m.p == 0.0 for m in model.modules() if isinstance(m, torch.nn.Dropout))
@@ -341,7 +341,7 @@ def test_discriminator_head_has_no_dropout(tiny_dir):
 
 @pytest.mark.real_model
 def test_real_model_alignment_and_labels():
-    import models
+    from support import models
     tok = models.load_tokenizer("smollm2-135m")
     model = models.load_token_classifier("smollm2-135m", device="cpu")
     assert model.dropout.p == 0.0 and model.config.classifier_dropout == 0.0   # like the reference value head

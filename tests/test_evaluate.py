@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import evaluate
-import nltk_assets
+from support import nltk_assets
 
 FIX = Path(__file__).parent / "fixtures"
 ROWS = FIX / "eval_ifeval_mini.jsonl"            # 8 hand-made prompts, IFEval + one IFBench instruction
@@ -233,7 +233,7 @@ def test_resume_refuses_another_setting(tmp_path, tiny_lm, tiny_tok):
 def test_a_model_that_fails_to_load_leaves_nothing_behind(tmp_path, tiny_lm, tiny_tok):
     """Before: run.json was written before loading --model, so the corrected command was refused ("holds
     generations made with ..." although the folder held none)."""
-    import models
+    from support import models
     out = tmp_path / "run"
     with pytest.raises(models.ModelLoadError):
         evaluate.run(args(limit=2, out=str(out), model="no-such-org/no-such-model"))  # HF_HUB_OFFLINE=1 in tests

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-import errors
+from support import errors
 
 ROOT = Path(__file__).resolve().parent.parent
 IFEVAL_MINI = Path(__file__).parent / "fixtures" / "eval_ifeval_mini.jsonl"

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import errors
+from support import errors
 import train
 
 ROOT = Path(__file__).resolve().parent.parent

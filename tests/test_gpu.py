@@ -116,7 +116,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_lm, tiny_tok, auto
 
 def test_discriminator_forward_on_device_matches_cpu_float32(tiny_tok):
     from tiny import tiny_token_classifier
-    import models
+    from support import models
     ref = tiny_token_classifier(tiny_tok)
     dev = copy.deepcopy(ref).to(DEVICE, models.default_dtype(torch.device(DEVICE)))   # bf16 on a GPU, as loaded there
     g = torch.Generator().manual_seed(2)

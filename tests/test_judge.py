@@ -61,7 +61,7 @@ print(json.dumps(out))
 
 def test_every_registry_id_runs_offline():
     """All 25 IFEval + 58 IFBench ids build (default/random kwargs) and run, in a process with no network."""
-    import nltk_assets
+    from support import nltk_assets
     nltk_assets.ensure()  # the one step that needs PyPI (done by `make install`); the child then runs offline
     done = subprocess.run([sys.executable, "-c", OFFLINE_SCRIPT, str(ROOT), json.dumps(NEEDS_KWARGS),
                            json.dumps(SAMPLES)], capture_output=True, text=True, timeout=300)
@@ -111,7 +111,7 @@ def test_describe_and_conflicts():
 def test_nltk_assets_ready_and_fast():
     import time
 
-    import nltk_assets
+    from support import nltk_assets
     folder = nltk_assets.ensure()
     assert folder == nltk_assets.nltk_data_dir() and nltk_assets.is_complete(folder)
     t0 = time.perf_counter()
@@ -122,7 +122,7 @@ def test_nltk_assets_ready_and_fast():
 
 
 def test_tagger_conversion_uses_a_restricted_unpickler():
-    import nltk_assets
+    from support import nltk_assets
     good = pickle.dumps(({"bias": {"NN": 1.0}}, {"the": "DT"}, {"NN", "DT"}), protocol=2)
     w, td, cl = nltk_assets.convert_tagger(good)
     assert w == {"bias": {"NN": 1.0}} and td == {"the": "DT"} and cl == ["DT", "NN"]

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import models
+from support import models
 from rollout import generate_rollout, response_mask_from_ids
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import errors
+from support import errors
 import train
 from rollout import generate_rollout
 

@@ -151,7 +151,7 @@ def test_settings_that_change_rtt_are_refused(setting, message):
 
 def test_bad_discriminator_refused(tmp_path, tiny_tok, tiny_disc_dir):
     import discriminator as disc_lib
-    import models
+    from support import models
     from tiny import tiny_token_classifier, tiny_tokenizer
     with pytest.raises(models.ModelLoadError, match="does not exist"):
         make_trainer(discriminator=str(tmp_path / "no-such-folder"))

