@@ -161,3 +161,27 @@ def test_grid_runs_resumes_keeps_small_outputs_and_report_rebuilds(tmp_path, tin
     shutil.rmtree(tmp_path / "runs" / "tiny" / "rtt-seed3")                 # another machine: only results/ came
     grid.main(argv)
     assert not (tmp_path / "runs" / "tiny" / "rtt-seed3").exists()           # its committed outputs count as done
+
+
+def test_family_rates_table_on_literal_verdicts():
+    import family_rates
+    from types import SimpleNamespace as NS
+    item = lambda iid: NS(checker={"instruction_id": iid}, code=None)                  # noqa: E731
+    p1, p2 = NS(rubrics=[item("a"), item("b")]), NS(rubrics=[item("a")])
+    greedy = [(p1, [[True], [False]]), (p2, [[False]])]
+    sampled = [(p1, [[True, False], [False, False]]), (p2, [[True, True]])]            # [P][K][G]
+    table = {r["family"]: r for r in family_rates.family_table(greedy, sampled, 0.05, 0.95)}
+    assert table["a"]["n"] == 2 and table["a"]["greedy"] == 0.5 and table["a"]["sampled"] == 0.75
+    assert table["a"]["spread"] == 0.5 and table["a"]["keep"]                          # one pair of two disagrees
+    assert table["b"]["sampled"] == 0.0 and table["b"]["spread"] == 0.0 and not table["b"]["keep"]
+
+
+def test_family_rates_script(tmp_path, tiny_dir):
+    out = tmp_path / "rates"
+    proc = subprocess.run([sys.executable, "experiments/family_rates.py", "--model", str(tiny_dir), "--data", DATA,
+                           "--limit", "2", "--samples", "2", "--max-new-tokens", "4", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    table = json.loads(out.with_suffix(".json").read_text())["families"]
+    assert table and all(0 <= r["sampled"] <= 1 and r["n"] >= 1 for r in table)
+    assert "| family |" in out.with_suffix(".md").read_text()
