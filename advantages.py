@@ -60,6 +60,19 @@ def _float_dtype(*tensors: torch.Tensor) -> torch.dtype:
     return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
 
 
+def masked_mean_std(r: torch.Tensor, mask: torch.Tensor, dims: tuple) -> tuple:
+    """Mean and population std of r over `dims` where `mask` (bool, broadcasts against r) holds; keepdim shapes.
+
+        masked_mean_std(tensor([[1., 3., 9.]]), tensor([[True, True, False]]), (-1,))  ->  ([[2.]], [[1.]])
+    """
+    mask = mask.expand_as(r)
+    r = torch.where(mask, r, 0.0)
+    n = mask.sum(dims, keepdim=True).clamp(min=1)                   # real tokens per statistic
+    mu = r.sum(dims, keepdim=True) / n
+    var = torch.where(mask, (r - mu) ** 2, 0.0).sum(dims, keepdim=True) / n   # population variance
+    return mu, var.sqrt()
+
+
 def _standardise(r: torch.Tensor, mask: torch.Tensor, dims: tuple, eps: float, std_floor: float = 0.0) -> torch.Tensor:
     """(r - mu) / (max(sigma, std_floor) + eps) with masked mean and population std over `dims`; 0 off the mask.
 
@@ -71,10 +84,8 @@ def _standardise(r: torch.Tensor, mask: torch.Tensor, dims: tuple, eps: float, s
         return torch.zeros_like(r)
     mask = mask.expand_as(r)
     r = torch.where(mask, r, 0.0)                                   # padded tokens carry nothing, whatever they hold
-    n = mask.sum(dims, keepdim=True).clamp(min=1)                   # real tokens per statistic
-    mu = r.sum(dims, keepdim=True) / n
-    var = torch.where(mask, (r - mu) ** 2, 0.0).sum(dims, keepdim=True) / n   # population variance
-    out = torch.where(mask, (r - mu) / (var.sqrt().clamp(min=std_floor) + eps), 0.0)
+    mu, sigma = masked_mean_std(r, mask, dims)
+    out = torch.where(mask, (r - mu) / (sigma.clamp(min=std_floor) + eps), 0.0)
     hi = r.masked_fill(~mask, float("-inf")).amax(dims, keepdim=True)
     lo = r.masked_fill(~mask, float("inf")).amin(dims, keepdim=True)
     constant = hi <= lo                                             # all equal, or no real token at all

@@ -171,8 +171,8 @@ def bench_discriminator(disc_dir, rows: int, K: int, T: int, device, batch_token
     """Time discriminator.relevance on `rows` random responses of T tokens x K criteria (the bundled data's rubric
     texts). GPU: peak max_memory_allocated from a reset just before; CPU: the process's peak RSS (no reset there)."""
     import discriminator
-    import train
     from data import load_rubric_jsonl
+    from support.train_metrics import peak_memory_gb
     disc, tok = discriminator.load_discriminator(disc_dir, device=device)
     texts = [r.description for p in load_rubric_jsonl("data/train.jsonl")[:50] for r in p.rubrics]
     criteria = [[texts[(b * K + k) % len(texts)] for k in range(K)] for b in range(rows)]
@@ -194,7 +194,7 @@ def bench_discriminator(disc_dir, rows: int, K: int, T: int, device, batch_token
     assert w.shape == (rows, K, T)
     return {"rows": rows, "K": K, "T": T, "pairs": stats["pairs"], "tokens": stats["tokens"],
             "batches": stats["batches"], "seconds": sec, "tokens_per_s": stats["tokens"] / sec,
-            "peak_mem_gb": train.peak_memory_gb(device), "mem_before_gb": before,
+            "peak_mem_gb": peak_memory_gb(device), "mem_before_gb": before,
             "dtype": str(next(disc.parameters()).dtype)}
 
 

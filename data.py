@@ -36,6 +36,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from support.checkers import CheckerError, build_watching_random, checker_arg_names, describe, has_checker
 from support.errors import ProjectError
 
 MAX_CONSTRAINTS = 20  # the reference caps K at 20 (spec §7); `max_constraints` changes it, <= 0 means no cap
@@ -252,13 +253,12 @@ def _checker_items(ids, kwargs_list, ids_field, kwargs_field, err) -> list[Rubri
 
 def _registry_descriptions(checkers, messages) -> set[str]:
     """Registry texts of the known ids among `checkers` (to drop rubric strings that merely repeat them)."""
-    import judge
     prompt = next(m["content"] for m in reversed(messages) if m["role"] == "user")
     out = set()
     for c in checkers:
         try:
-            out.add(judge.describe(c.checker["instruction_id"], c.checker["kwargs"], prompt).strip())
-        except judge.CheckerError:
+            out.add(describe(c.checker["instruction_id"], c.checker["kwargs"], prompt).strip())
+        except CheckerError:
             pass  # unknown id or bad kwargs: reported by _check_items with its field
     return out
 
@@ -307,7 +307,6 @@ def _check_items(items, messages, err, llm_judge, check_kwargs, fmt="rtt"):
     """Unknown ids, bad kwargs (validate_kwargs), missing descriptions (filled from the registry)."""
     if not any(it.checker for it in items):
         return
-    import judge  # the registries live there (NLTK set-up included)
     prompt = next(m["content"] for m in reversed(messages) if m["role"] == "user")
     for k, it in enumerate(items):
         if it.checker is None:
@@ -317,7 +316,7 @@ def _check_items(items, messages, err, llm_judge, check_kwargs, fmt="rtt"):
                                   "hir": (f"ground_truth.instruction_id_list[{k}]", f"ground_truth.kwargs[{k}]")
                                   }.get(fmt, (f"rubrics[{k}].checker.instruction_id", f"rubrics[{k}].checker.kwargs"))
         iid = it.checker["instruction_id"]
-        if not judge.has_checker(iid):
+        if not has_checker(iid):
             if not llm_judge:
                 raise err(id_field, f"unknown instruction id {iid!r} and no LLM judge configured "
                                     "(pass an LLM judge, or use an IFEval / IFBench id)")
@@ -333,8 +332,8 @@ def _check_items(items, messages, err, llm_judge, check_kwargs, fmt="rtt"):
                 raise err(f"{kwargs_field}.{e.key}" if e.key else kwargs_field, str(e)) from None
         elif not it.description:
             try:
-                text = judge.describe(iid, it.checker["kwargs"], prompt)
-            except judge.CheckerError as e:
+                text = describe(iid, it.checker["kwargs"], prompt)
+            except CheckerError as e:
                 raise err(kwargs_field, str(e)) from None
         if not it.description:
             it.description = text
@@ -347,8 +346,9 @@ def _check_items(items, messages, err, llm_judge, check_kwargs, fmt="rtt"):
 # constraint than the one the data states: `keywords: "brother"` (a string) is read letter by letter, so "My brother
 # bought a boat." passes; a missing keyword list, a negative count (`num_words: -5`) or a missing relation is
 # replaced by a RANDOM value. So every kwarg is checked against its kind below, and the checker is then built once
-# while watching `random` (judge.build_watching_random): if it drew anything, an argument was missing or out of
-# range. None values are dropped first, as the official scorer does (hub copies of IFEval fill every key with None).
+# while watching `random` (build_watching_random, support/checkers.py): if it drew anything, an argument was missing
+# or out of range. None values are dropped first, as the official scorer does (hub copies of IFEval fill every key
+# with None).
 
 KWARG_KINDS = {
     **dict.fromkeys(["num_words", "num_sentences", "num_paragraphs", "num_bullets", "num_highlights",
@@ -407,12 +407,12 @@ def validate_kwargs(instruction_id: str, kwargs: dict, prompt: str = "", benchma
 
     Raises KwargsError naming the argument: a key the checker does not take, a value of the wrong kind (a string
     for a list, a negative or fractional count, an unknown relation), min_words > max_words, n_start >= n_end, or
-    an argument the checker would draw at random (missing or out of its range). judge.CheckerError: unknown id.
+    an argument the checker would draw at random (missing or out of its range). CheckerError (support/checkers.py):
+    unknown id.
     benchmark_quirks: accept BENCHMARK_QUIRKS (IFEval-format rows).
     """
-    import judge
     given = {k: v for k, v in kwargs.items() if v is not None}
-    takes = judge.checker_arg_names(instruction_id)
+    takes = checker_arg_names(instruction_id)
     for key, value in given.items():
         if takes is not None and key not in takes:
             raise KwargsError(key, f"{instruction_id} takes no argument {key!r} "
@@ -426,8 +426,8 @@ def validate_kwargs(instruction_id: str, kwargs: dict, prompt: str = "", benchma
     if "n_start" in given and given.get("n_end", float("inf")) <= given["n_start"]:
         raise KwargsError("n_end", f"n_end {given['n_end']} is not after n_start {given['n_start']}")
     try:
-        description, used, drew = judge.build_watching_random(instruction_id, given, prompt)
-    except judge.CheckerError as e:
+        description, used, drew = build_watching_random(instruction_id, given, prompt)
+    except CheckerError as e:
         raise KwargsError(None, str(e)) from None
     if drew:
         invented = [k for k in used if k not in given] + [k for k in used if k in given and used[k] != given[k]

@@ -11,7 +11,7 @@ What it does, top to bottom:
   1. load the benchmark rows (prompt, instruction ids, kwargs);
   2. generate one greedy response per prompt with the chat template, in left-padded batches (rollout.py with
      temperature 0), appending each batch to `OUT/generations.jsonl` -- a killed run continues where it stopped;
-  3. score every (response, instruction) with the official checker code (`judge.run_checker`, the same
+  3. score every (response, instruction) with the official checker code (`support.checkers.run_checker`, the same
      `if-verifiable` registries the RL judge uses), strict and loose;
   4. write `OUT/verdicts.jsonl` (one row per prompt), `OUT/metrics.json` and `OUT/metrics.md`.
 `OUT/generations.jsonl` is an official `input_response_data` file ({"prompt", "response"} per line, plus our
@@ -67,6 +67,7 @@ from pathlib import Path
 from support import errors
 from support.cache import cache_dir
 from support import nltk_assets
+from support.checkers import CheckerError, has_checker, run_checker
 from support.errors import ProjectError
 
 ROOT = Path(__file__).resolve().parent
@@ -104,7 +105,6 @@ def read_ifeval_jsonl(path) -> list[Row]:
 
     Kwargs are checked as data.validate_kwargs checks them (the benchmarks' own two quirks accepted): a bad one
     would be scored as another constraint. An unknown instruction id is kept (scored "not followed", counted)."""
-    import judge
     from data import DataError, KwargsError, iter_jsonl, validate_kwargs
     rows = []
     for lineno, d in iter_jsonl(path):
@@ -121,7 +121,7 @@ def read_ifeval_jsonl(path) -> list[Row]:
         for k, (iid, kw) in enumerate(zip(ids, kws)):
             if kw is not None and not isinstance(kw, dict):
                 raise err(f"kwargs[{k}]", f"expected a dict, got {type(kw).__name__}")
-            if judge.has_checker(iid):
+            if has_checker(iid):
                 try:
                     validate_kwargs(iid, kw or {}, d["prompt"], benchmark_quirks=True)
                 except KwargsError as e:
@@ -202,7 +202,7 @@ def load_heldout(path) -> list[Row]:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# 2. Scoring: the official evaluation_lib (strict, loose), on top of judge.run_checker
+# 2. Scoring: the official evaluation_lib (strict, loose), on top of support.checkers.run_checker
 
 def loose_variants(response: str) -> list[str]:
     """The 8 responses the official loose score tries, in the official order.
@@ -220,7 +220,6 @@ def loose_variants(response: str) -> list[str]:
 
 def score_row(row: Row, response: str, errors: list | None = None) -> dict:
     """Strict and loose verdicts of one response on each of the row's instructions."""
-    from judge import CheckerError, run_checker
 
     def follows(iid, kwargs, text):
         try:
@@ -500,7 +499,7 @@ def run(args, model=None, tokenizer=None) -> dict:
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip(),
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", help="policy to evaluate: alias, hub id, folder or .gguf (see models.py)")
+    ap.add_argument("--model", help="policy to evaluate: alias, hub id, folder or .gguf (see support/models.py)")
     ap.add_argument("--bench", choices=BENCHES, help="ifeval (541 prompts), ifbench (300) or heldout (data/heldout.jsonl)")
     ap.add_argument("--limit", type=errors.positive_int, default=None, help="only the first N prompts of the benchmark")
     ap.add_argument("--out", default=None, help="output folder (default runs/eval/BENCH-MODEL); reused = resumed")

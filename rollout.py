@@ -157,7 +157,6 @@ def add_sampling_args(parser: argparse.ArgumentParser, max_new_tokens: int | Non
 
 
 def main(argv=None):
-    from support import models
     parser = argparse.ArgumentParser(description="Sample G responses to one prompt (the rollout step of RTT).")
     parser.add_argument("--model", default=models.DEFAULT_MODEL,
                         help=f"alias ({', '.join(models.ALIASES)}), hub id, local folder or .gguf file")

@@ -17,8 +17,8 @@ Recipe:
    never appear in the IFEval registry's conflict table, and never form one of the semantic clashes in CLASHES
    (e.g. all-lowercase + an exact capitalised end phrase, title + quotation marks, two length limits).
    Keywords are drawn without replacement within a prompt, so no word is both required and forbidden.
-4. The constraint's description is the registry's own text (`judge.describe`), and the user message is the base task
-   followed by those descriptions, as in IFEval prompts.
+4. The constraint's description is the registry's own text (`support.checkers.describe`), and the user message is
+   the base task followed by those descriptions, as in IFEval prompts.
 
 Every constraint is checked once against the registry (kwargs accepted) before the files are written.
 """
@@ -32,6 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from support import checkers  # noqa: E402
 
 SEED = 20260405
 N_TRAIN = 4000          # training prompts
@@ -586,9 +587,8 @@ CLASHES = {frozenset(p) for p in [
 
 
 def compatible(fid: str, chosen: list[str]) -> bool:
-    import judge
     for other in chosen:
-        if fid == other or other in judge.declared_conflicts(fid) or frozenset((fid, other)) in CLASHES:
+        if fid == other or other in checkers.declared_conflicts(fid) or frozenset((fid, other)) in CLASHES:
             return False
     return True
 
@@ -669,11 +669,10 @@ def draw_constraints(rng: random.Random, usage: Counter, task_text: str = "",
 
 
 def make_prompt(pid: str, task: tuple, constraints: list[tuple[str, dict]]) -> dict:
-    import judge
     task_id, genre, text = task
     rubrics = []
     for fid, kw in constraints:
-        desc = judge.describe(fid, kw, text).strip()
+        desc = checkers.describe(fid, kw, text).strip()
         rubrics.append({"description": desc, "checker": {"instruction_id": fid, "kwargs": kw}})
     content = text + "\n\n" + "\n".join(r["description"] for r in rubrics)
     return {"id": pid, "messages": [{"role": "user", "content": content}], "rubrics": rubrics,

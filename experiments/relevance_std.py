@@ -25,15 +25,16 @@ sys.path.insert(0, str(ROOT))
 import advantages as adv  # noqa: E402
 import data  # noqa: E402
 import discriminator  # noqa: E402
-from support import models  # noqa: E402
+from labels.make_labels import tokenize_response  # noqa: E402
+from support import discriminator_build, models  # noqa: E402
 
 BANDS = [(0.0, 1e-3), (1e-3, 1e-2), (1e-2, 0.1), (0.1, float("inf"))]   # sigma bands; the floor is 1e-2
 
 
 def rate(disc, tok, responses: list, criteria: list) -> tuple:
     """Relevance w [B, K, T] of every (response, criterion) pair, and the response mask [B, T]."""
-    ids = [discriminator.tokenize_response(tok, r)[0] for r in responses]
-    response_ids, mask = discriminator.pad_right(ids, discriminator.pad_id_of(tok))   # [B, T], [B, T]
+    ids = [tokenize_response(tok, r)[0] for r in responses]
+    response_ids, mask = discriminator.pad_right(ids, models.pad_id_of(tok))   # [B, T], [B, T]
     return discriminator.relevance(disc, tok, response_ids, mask, criteria, max(map(len, criteria))), mask
 
 
@@ -42,8 +43,7 @@ def summarise(w: torch.Tensor, mask: torch.Tensor, criteria: list, floor: float)
     real = torch.tensor([[k < len(c) for k in range(w.shape[1])] for c in criteria])   # [B, K]
     M = mask.bool().unsqueeze(1)                                                       # [B, 1, T]
     n = mask.sum(-1, keepdim=True)                                                     # [B, 1]
-    mu = (w * M).sum(-1) / n                                                           # [B, K]
-    sigma = (((w - mu.unsqueeze(-1)) ** 2) * M).sum(-1).div(n).sqrt()                 # [B, K]
+    mu, sigma = (x[..., 0] for x in adv.masked_mean_std(w, M, (-1,)))                  # [B, K], [B, K]
     per_row = {}
     for name, f in (("floored", floor), ("literal", 0.0)):
         r = adv.intra_sample_token_norm(w.unsqueeze(0), mask.unsqueeze(0), std_floor=f)[0]   # [B, K, T]
@@ -73,7 +73,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    disc_dir = Path(args.discriminator or discriminator.default_dir(args.policy))
+    disc_dir = Path(args.discriminator or discriminator_build.default_dir(args.policy))
     samples = Path(args.samples or disc_dir / "samples.jsonl")
     try:
         prompts = {p.id: p for p in data.load_rubric_jsonl(ROOT / args.prompts)}   # an absolute path stays as is

@@ -14,7 +14,7 @@ What it does, on the embedded default policy (SmolLM2-135M-Instruct, CPU):
   3. scores every (response, constraint) with `judge.Judge().score` (the bundled rubrics all have rule checkers, so
      no LLM judge is involved);
   4. computes the relevance cube w [G, K, T] with `discriminator.relevance` and the trained discriminator of the
-     embedded model (`discriminator.ensure_discriminator`, built first if missing: many CPU minutes).
+     embedded model (`support/discriminator_build.ensure_discriminator`, built first if missing: many CPU minutes).
 
 It writes two files (both committed, < 1 MB together):
   notebooks/data/groups.pt           every group: ids, mask, verdicts s [G, K] (int8), relevance w [G, K, T] (fp16)
@@ -160,13 +160,10 @@ def rollouts_and_verdicts(args) -> tuple:
 
 def add_relevance(groups: list, args) -> dict:
     import discriminator
+    from support import discriminator_build
     path = args.discriminator
-    if path is None:
-        try:
-            path = discriminator.ensure_discriminator(args.model)                # builds one if missing (slow)
-        except TypeError as e:                                                   # an older signature
-            raise SystemExit(f"discriminator.ensure_discriminator({args.model!r}) failed ({e}); "
-                             "pass --discriminator PATH") from e
+    if path is None:   # the one train.py uses for this policy, built if missing (slow)
+        path = discriminator_build.ensure_discriminator(args.model, discriminator_build.default_dir(args.model))
     policy_tok = models.load_tokenizer(args.model)
     model, tok = discriminator.load_discriminator(path, policy_tokenizer=policy_tok, device="cpu")
     t0 = time.perf_counter()
@@ -222,7 +219,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[1])
     ap.add_argument("--model", default=models.DEFAULT_MODEL, help="policy that samples the responses")
     ap.add_argument("--discriminator", default=None,
-                    help="discriminator folder (default: discriminator.ensure_discriminator(--model))")
+                    help="discriminator folder (default: discriminator_build.ensure_discriminator(--model))")
     ap.add_argument("--data", default="data/heldout.jsonl", help="prompts with rubrics, relative to the repo")
     ap.add_argument("--prompts-per-k", type=int, default=8, help="groups per number of constraints K = 1..4")
     ap.add_argument("--group-size", type=int, default=8, help="G, responses per prompt (paper: 8)")

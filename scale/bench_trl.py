@@ -9,7 +9,7 @@ same shapes, same judge and discriminator; time per phase, step time and peak me
 
 Each path runs in its own process (so each peak memory is its own: RSS on CPU, max_memory_allocated on GPU) for
 --steps RL steps; the first is a warm-up and is left out when there are more. Identical prompts: TRL gets, in order
-and unshuffled, exactly the prompts train.py draws for those steps (train.batch_of_prompts). Without
+and unshuffled, exactly the prompts train.py draws for those steps (support/prompt_order.batch_of_prompts). Without
 --discriminator, a stand-in is built once: the policy's discriminator backbone cut to 12 layers, as
 `discriminator.py ensure` builds it, with an untrained head; its time is that of a real one, its output is not.
 
@@ -59,11 +59,11 @@ def common_flags(args, disc: str, out: str) -> list:
 def stand_in_discriminator(policy: str, folder: Path) -> str:
     """The policy's discriminator backbone cut to 12 layers, head untrained but marked trained (timing only)."""
     import discriminator as disc_lib
-    from support import models
+    from support import discriminator_backbone, models
     if not (folder / "config.json").exists():
         backbone = models.DEFAULT_DISCRIMINATOR_BACKBONE.get(policy, policy)
-        model = disc_lib.keep_bottom_layers(models.load_token_classifier(backbone, device="cpu",
-                                                                         dtype=torch.float32), 12)
+        model = discriminator_backbone.keep_bottom_layers(models.load_token_classifier(backbone, device="cpu",
+                                                                                      dtype=torch.float32), 12)
         disc_lib.save_discriminator(model, models.load_tokenizer(backbone), folder)
     return str(folder)
 
@@ -75,12 +75,13 @@ def measured(rows: list) -> list:
 def run_ours(args, disc: str, out: str) -> dict:
     """train.py's step, as bench.py runs it."""
     import train
+    from support.train_metrics import peak_memory_gb
     train.main([*common_flags(args, disc, out), "--eval-prompts", "0", "--save-every", str(10**9),
                 "--keep-checkpoints", "0", "--no-progress"])
     rows = [json.loads(l) for l in (Path(out) / "metrics.jsonl").read_text().splitlines()]
     rows = measured([r for r in rows if r.get("kind") == "train"])
     res = {k: sum(r[k] for r in rows) / len(rows) for k in PHASES + ["step_seconds"]}
-    res["peak_mem_gb"] = train.peak_memory_gb(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    res["peak_mem_gb"] = peak_memory_gb(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     return res
 
 
@@ -89,16 +90,17 @@ def run_trl(args, disc: str, out: str) -> dict:
     from datasets import Dataset
     from transformers import TrainerCallback
 
-    from support import models
-    import train
     from data import load_rubric_jsonl
     from judge import Judge
     from scale import trl_rtt
+    from support import models
+    from support.prompt_order import batch_of_prompts
+    from support.train_metrics import peak_memory_gb
     targs = trl_rtt.parse_args(common_flags(args, disc, out) + ["--save-every", str(10**6)])
     if args.threads:
         torch.set_num_threads(args.threads)
     prompts = load_rubric_jsonl(targs.train_data, max_constraints=targs.max_constraints)
-    drawn = [p for s in range(args.steps) for p in train.batch_of_prompts(prompts, s, args.prompts_per_step, 42)]
+    drawn = [p for s in range(args.steps) for p in batch_of_prompts(prompts, s, args.prompts_per_step, 42)]
     dataset = Dataset.from_list([{"prompt": p.messages, "prompt_id": i} for i, p in enumerate(drawn)])
     tokenizer = models.load_tokenizer(args.model)
     config = trl_rtt.grpo_config(targs, 1)
@@ -127,7 +129,7 @@ def run_trl(args, disc: str, out: str) -> dict:
         r["t_update"] = r["step_seconds"] - sum(r[k] for k in PHASES[:-1])
     rows = measured(rows)
     res = {k: sum(r[k] for r in rows) / len(rows) for k in PHASES + ["step_seconds"]}
-    res["peak_mem_gb"] = train.peak_memory_gb(trainer.accelerator.device)
+    res["peak_mem_gb"] = peak_memory_gb(trainer.accelerator.device)
     return res
 
 

@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the project's
 
 import advantages as adv  # noqa: E402
 import discriminator as disc_lib  # noqa: E402
-from support import models  # noqa: E402
+from support import discriminator_build, models  # noqa: E402
 from trl import GRPOConfig, GRPOTrainer  # noqa: E402
 
 # loss types whose per-token loss is -min(rho A, clip(rho) A) with rho and A per token (TRL broadcasts [B, T])
@@ -358,7 +358,8 @@ def main(argv=None):
     from datasets import Dataset
 
     from data import DataError, load_rubric_jsonl
-    from judge import EndpointLLM, Judge
+    from judge import Judge
+    from support.llm import EndpointLLM
     from rollout import encode_prompts
 
     if args.threads:
@@ -373,7 +374,7 @@ def main(argv=None):
             raise models.ModelLoadError(f"{args.model} is a GGUF file: convert it to a model folder first")
         disc = None
         if args.algo == "rtt" and args.relevance != "uniform":
-            disc_path = args.discriminator or disc_lib.default_dir(args.model)
+            disc_path = args.discriminator or discriminator_build.default_dir(args.model)
             if not Path(disc_path).exists():
                 raise disc_lib.DiscriminatorError(
                     f"no discriminator at {disc_path}: build one with `python discriminator.py ensure --policy "

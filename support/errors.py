@@ -10,7 +10,7 @@ end with
         errors.main_boundary(main)
 
 What counts as "a fault the user can fix":
-- the project's own errors, all subclasses of `ProjectError` (data.DataError, judge.JudgeEndpointError,
+- the project's own errors, all subclasses of `ProjectError` (data.DataError, llm.JudgeEndpointError,
   models.ModelLoadError, discriminator.DiscriminatorError, evaluate.EvalDataError, UsageError below). Their messages
   are written to say what went wrong, where and what to do; a DataError is printed as
   `error: <message>, at FILE:LINE field 'FIELD', fix ...`;

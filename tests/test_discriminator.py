@@ -11,7 +11,8 @@ import pytest
 import torch
 
 import discriminator as D
-import editors
+from labels import rule_edits, llm_labels as LL, make_labels as L
+from support import discriminator_build as B, discriminator_cli as cli, discriminator_metrics as M, models, schedule
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -123,28 +124,28 @@ OFFS = [(0, 3), (3, 7), (7, 12), (12, 13), (13, 14)]      # "the" " red" " cats"
 
 def test_token_labels_on_hand_made_offsets():
     text = "the red cats."
-    assert D.token_labels(OFFS, editors.edit_char_spans(text, "the big cats.")) == [0, 1, 0, 0, 0]   # substitution
-    assert D.token_labels(OFFS, editors.edit_char_spans(text, "the cats.")) == [0, 1, 0, 0, 0]       # deletion
-    assert D.token_labels(OFFS, editors.edit_char_spans(text, "the red, cats.")) == [0, 0, 1, 0, 0]  # insertion
-    assert D.token_labels(OFFS, editors.edit_char_spans(text, "the red cats.!")) == [0, 0, 0, 0, 1]  # at the end: EOS
-    assert D.token_labels(OFFS, editors.edit_char_spans(text, "the red cat.")) == [0, 0, 1, 0, 0]    # inside a word
+    assert L.token_labels(OFFS, rule_edits.edit_char_spans(text, "the big cats.")) == [0, 1, 0, 0, 0]   # substitution
+    assert L.token_labels(OFFS, rule_edits.edit_char_spans(text, "the cats.")) == [0, 1, 0, 0, 0]       # deletion
+    assert L.token_labels(OFFS, rule_edits.edit_char_spans(text, "the red, cats.")) == [0, 0, 1, 0, 0]  # insertion
+    assert L.token_labels(OFFS, rule_edits.edit_char_spans(text, "the red cats.!")) == [0, 0, 0, 0, 1]  # at the end: EOS
+    assert L.token_labels(OFFS, rule_edits.edit_char_spans(text, "the red cat.")) == [0, 0, 1, 0, 0]    # inside a word
 
 
 def test_diff_token_labels_multi_token_word(tiny_tok):
     """"robotics" is several tokens of the tiny BPE: replacing the word labels all of them, nothing else."""
     text = "We like robotics a lot."
-    ids, labels = D.diff_token_labels(tiny_tok, text, "We like cooking a lot.")
+    ids, labels = L.diff_token_labels(tiny_tok, text, "We like cooking a lot.")
     pieces = [tiny_tok.decode([i]) for i in ids]
     on = "".join(p for p, l in zip(pieces, labels) if l)
     assert on.strip() == "robotics" and sum(labels) >= 2
     assert ids[-1] == tiny_tok.eos_token_id and labels[-1] == 0
-    _, labels_end = D.diff_token_labels(tiny_tok, text, text + " Thanks!")   # appended text -> the EOS
+    _, labels_end = L.diff_token_labels(tiny_tok, text, text + " Thanks!")   # appended text -> the EOS
     assert labels_end[-1] == 1 and sum(labels_end) == 1
 
 
 def test_make_record_whole_scope_labels_every_token(tiny_tok):
-    row = D.make_record(tiny_tok, "all lowercase here", criterion="c", family="change_case:english_lowercase",
-                        prompt_id="p1", source="rule", scope=editors.WHOLE)
+    row = L.make_record(tiny_tok, "all lowercase here", criterion="c", family="change_case:english_lowercase",
+                        prompt_id="p1", source="rule", scope=rule_edits.WHOLE)
     assert row["labels"] == [1] * len(row["ids"]) and row["ids"][-1] == tiny_tok.eos_token_id
     assert set(row) >= {"prompt_id", "family", "criterion", "source", "scope", "text", "ids", "labels"}
 
@@ -174,7 +175,7 @@ def test_llm_edit_labels_keeps_only_verified_edits(tiny_tok):
     llm = FakeLLM(["We stayed in a house by the lake.",          # breaks only the keyword: kept
                    "We stayed, in a house by the lake."])        # breaks both: dropped
     counts = {}
-    rows = D.llm_edit_labels(llm, [p], [(0, text)], tiny_tok, counts)
+    rows = LL.llm_edit_labels(llm, [p], [(0, text)], tiny_tok, counts)
     assert len(rows) == 1 and counts == {"kept": 1, "dropped_flips_other": 1}
     row = rows[0]
     on = "".join(tiny_tok.decode([i]) for i, l in zip(row["ids"], row["labels"]) if l)
@@ -182,24 +183,24 @@ def test_llm_edit_labels_keeps_only_verified_edits(tiny_tok):
     assert "Criterion to break: Include keywords" in llm.seen[0][0]["content"]
     # a response that does not meet every constraint is not edited at all
     counts = {}
-    assert D.llm_edit_labels(FakeLLM([]), [p], [(0, "No keyword, here.")], tiny_tok, counts) == []
+    assert LL.llm_edit_labels(FakeLLM([]), [p], [(0, "No keyword, here.")], tiny_tok, counts) == []
     assert counts == {"response_not_all_met": 1}
 
 
 def test_parse_extraction_counts_bad_replies():
     resp = "The cabin is warm. The cabin is old."
     c = {}
-    assert D.parse_extraction('{"type": "partial relevant", "relevant texts": ["cabin", "tent"]}', resp, c) \
+    assert LL.parse_extraction('{"type": "partial relevant", "relevant texts": ["cabin", "tent"]}', resp, c) \
         == [(4, 9), (23, 28)]
     assert c == {"quotes_kept": 1, "quotes_not_found": 1}
     c = {}
-    assert D.parse_extraction("no json here", resp, c) is None
-    assert D.parse_extraction('{"type": "maybe"}', resp, c) is None
-    assert D.parse_extraction('{"type": "partial relevant", "relevant texts": ["tent"]}', resp, c) is None
-    assert D.parse_extraction('{"type": "partial relevant", "relevant texts": [', resp, c) is None
+    assert LL.parse_extraction("no json here", resp, c) is None
+    assert LL.parse_extraction('{"type": "maybe"}', resp, c) is None
+    assert LL.parse_extraction('{"type": "partial relevant", "relevant texts": ["tent"]}', resp, c) is None
+    assert LL.parse_extraction('{"type": "partial relevant", "relevant texts": [', resp, c) is None
     assert c == {"malformed": 2, "bad_type": 1, "quotes_not_found": 1, "no_matching_quote": 1}
-    assert D.parse_extraction('```json\n{"type": "All relevant"}\n```', resp) == "all"
-    assert D.parse_extraction('{"type": "all irrelevant", "relevant texts": []}', resp) == "none"
+    assert LL.parse_extraction('```json\n{"type": "All relevant"}\n```', resp) == "all"
+    assert LL.parse_extraction('{"type": "all irrelevant", "relevant texts": []}', resp) == "none"
 
 
 def test_extraction_labels(tiny_tok):
@@ -207,7 +208,7 @@ def test_extraction_labels(tiny_tok):
                  ("No commas.", "punctuation:no_comma", {})])
     llm = FakeLLM(['{"type": "partial relevant", "relevant texts": ["cabin"]}', '{"type": "all relevant"}'])
     counts = {}
-    rows = D.extraction_labels(llm, [p], [(0, "A cabin.")], tiny_tok, counts)
+    rows = LL.extraction_labels(llm, [p], [(0, "A cabin.")], tiny_tok, counts)
     assert [r["source"] for r in rows] == ["extraction"] * 2
     assert sum(rows[0]["labels"]) >= 1 and rows[1]["labels"] == [1] * len(rows[1]["ids"])
 
@@ -220,7 +221,7 @@ def _toy_rows(tok, n=24):
     for i in range(n):
         text = f"We saw a {words[i % 4]} and a {words[(i + 1) % 4]} today."
         spans = [(m, m + 5) for m in range(len(text)) if text.startswith("cabin", m)]
-        rows.append(D.make_record(tok, text, criterion="Include keywords ['cabin'] in the response.",
+        rows.append(L.make_record(tok, text, criterion="Include keywords ['cabin'] in the response.",
                                   family="keywords:existence", prompt_id=f"p{i}", source="test", spans=spans))
     return rows
 
@@ -230,7 +231,7 @@ def test_training_reduces_loss_and_reloads(tiny_tok, tmp_path):
     model = tiny_token_classifier(tiny_tok, seed=1)
     rows = _toy_rows(tiny_tok)
     examples = D.encode_rows(tiny_tok, rows)
-    ids, attn, labels = D.collate(examples, D.pad_id_of(tiny_tok))
+    ids, attn, labels = D.collate(examples, models.pad_id_of(tiny_tok))
     with torch.no_grad():
         before = D.token_bce(model(input_ids=ids, attention_mask=attn).logits[..., 0], labels).item()
     cfg = D.TrainConfig(lr=3e-3, epochs=8, batch_size=8, micro_batch_tokens=128)
@@ -260,10 +261,10 @@ def test_token_bce_ignores_unlabelled_positions():
 
 def test_split_by_prompt_and_schedule():
     rows = [{"prompt_id": f"p{i // 3}"} for i in range(300)]
-    train, ev = D.split_by_prompt(rows, 0.2, seed=1)
+    train, ev = M.split_by_prompt(rows, 0.2, seed=1)
     assert {r["prompt_id"] for r in train}.isdisjoint({r["prompt_id"] for r in ev})
-    assert 0.1 < len(ev) / len(rows) < 0.3 and (train, ev) == D.split_by_prompt(rows, 0.2, seed=1)
-    f = [D.lr_factor(s, 100, 0.03, 0.1) for s in range(100)]
+    assert 0.1 < len(ev) / len(rows) < 0.3 and (train, ev) == M.split_by_prompt(rows, 0.2, seed=1)
+    f = [schedule.lr_multiplier(s, max(1, round(0.03 * 100)), 100, "cosine", 0.1) for s in range(100)]
     assert f[0] == pytest.approx(1 / 3) and f[2] == 1.0 and f[-1] == pytest.approx(0.1, abs=1e-3)
     assert all(a >= b for a, b in zip(f[2:], f[3:]))
 
@@ -271,28 +272,28 @@ def test_split_by_prompt_and_schedule():
 # ---- metrics on literal inputs ----------------------------------------------------------------------------------
 
 def test_auroc_literal():
-    assert D.auroc([0.1, 0.2, 0.8, 0.9], [0, 0, 1, 1]) == 1.0
-    assert D.auroc([0.9, 0.8, 0.2, 0.1], [0, 0, 1, 1]) == 0.0
-    assert D.auroc([0.5, 0.5, 0.5], [0, 1, 1]) == 0.5                     # ties count one half
-    assert D.auroc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]) == 0.75
-    assert math.isnan(D.auroc([0.3, 0.4], [1, 1]))
+    assert M.auroc([0.1, 0.2, 0.8, 0.9], [0, 0, 1, 1]) == 1.0
+    assert M.auroc([0.9, 0.8, 0.2, 0.1], [0, 0, 1, 1]) == 0.0
+    assert M.auroc([0.5, 0.5, 0.5], [0, 1, 1]) == 0.5                     # ties count one half
+    assert M.auroc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]) == 0.75
+    assert math.isnan(M.auroc([0.3, 0.4], [1, 1]))
 
 
 def test_token_metrics_literal():
-    m = D.token_metrics([0.9, 0.7, 0.2, 0.6, 0.1, 0.4], [1, 1, 1, 0, 0, 0])
+    m = M.token_metrics([0.9, 0.7, 0.2, 0.6, 0.1, 0.4], [1, 1, 1, 0, 0, 0])
     # TP 2 (0.9, 0.7), FN 1 (0.2), FP 1 (0.6), TN 2
     assert (m["tokens"], m["positives"]) == (6, 3)
     assert m["accuracy"] == pytest.approx(4 / 6)
     assert m["precision"] == pytest.approx(2 / 3) and m["recall"] == pytest.approx(2 / 3)
     assert m["f1"] == pytest.approx(2 / 3)
     assert m["auroc"] == pytest.approx(7 / 9)                     # 7 of 9 (pos, neg) pairs ordered
-    none = D.token_metrics([0.1, 0.2], [0, 0])
+    none = M.token_metrics([0.1, 0.2], [0, 0])
     assert (none["precision"], none["recall"], none["f1"]) == (1.0, 1.0, 1.0) and math.isnan(none["auroc"])
 
 
 def test_metrics_by_family_literal():
-    out = D.metrics_by_family([[0.9, 0.1], [0.8, 0.7, 0.6]], [[1, 0], [1, 1, 1]], ["a", "b"],
-                              [editors.SPAN, editors.WHOLE])
+    out = M.metrics_by_family([[0.9, 0.1], [0.8, 0.7, 0.6]], [[1, 0], [1, 1, 1]], ["a", "b"],
+                              [rule_edits.SPAN, rule_edits.WHOLE])
     assert list(out) == ["a", "b", "ALL", "ALL span"]
     assert out["a"]["f1"] == 1.0 and out["b"]["rows"] == 1 and out["ALL"]["tokens"] == 5
     assert out["ALL span"]["tokens"] == 2
@@ -302,7 +303,7 @@ def test_metrics_by_family_literal():
 
 def test_cli_train_eval_show_smoke(tiny_dir, tiny_tok, tmp_path):
     labels = tmp_path / "labels.jsonl"
-    D.write_jsonl(_toy_rows(tiny_tok, 16), labels)
+    L.write_jsonl(_toy_rows(tiny_tok, 16), labels)
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     out = tmp_path / "disc"
 
@@ -323,7 +324,7 @@ def test_cli_train_eval_show_smoke(tiny_dir, tiny_tok, tmp_path):
     assert "\x1b[48;2;" in txt and "Criterion:" in txt
     for argv in (["--help"], ["train", "--help"]):
         with pytest.raises(SystemExit) as e:
-            D.main(argv)
+            cli.main(argv)
         assert e.value.code == 0
 
 
@@ -354,26 +355,26 @@ def test_real_model_alignment_and_labels():
     assert torch.allclose(w[0, 1, :n], _single(model, tok, crit[0][1], ids[0, :n].tolist()), atol=1e-4)
     assert (w[1, 1] == 0).all() and (w[0, :, n:] == 0).all()
     # a multi-byte emoji split over several byte tokens: removing it labels exactly those tokens
-    _, labels = D.diff_token_labels(tok, text, "P.S. The cabin is warm.")
+    _, labels = L.diff_token_labels(tok, text, "P.S. The cabin is warm.")
     on = tok.decode([i for i, l in zip(ids[0, :n].tolist(), labels) if l])
     assert on.strip() == "😊"
 
 
 def test_reuse_samples_and_split_keep_a_base_sample_on_one_side():
-    triples = D.reuse_samples([(0, "a"), (1, "b")], 5)
+    triples = L.reuse_samples([(0, "a"), (1, "b")], 5)
     assert triples == [(0, "a", 0), (1, "b", 1), (2, "a", 0), (3, "b", 1), (4, "a", 0)]
     rows = [{"prompt_id": f"p{pi}", "base_prompt_id": f"p{src % 7}"} for pi, src in enumerate(range(200))]
-    train, ev = D.split_by_prompt(rows, 0.3, seed=0)
+    train, ev = M.split_by_prompt(rows, 0.3, seed=0)
     assert {r["base_prompt_id"] for r in train}.isdisjoint({r["base_prompt_id"] for r in ev})
 
 
 def test_ensure_returns_an_existing_discriminator_after_checking_its_vocabulary(tiny_tok, tmp_path):
     from tiny import tiny_causal_lm, tiny_token_classifier, tiny_tokenizer
     path = D.save_discriminator(tiny_token_classifier(tiny_tok), tiny_tok, tmp_path / "disc")
-    assert D.ensure_discriminator(str(path), path, log=lambda *a: None) == path     # no labelling, no training
+    assert B.ensure_discriminator(str(path), path, log=lambda *a: None) == path     # no labelling, no training
     other = tiny_tokenizer()
     other.add_tokens(["<extra_token>"])
     tiny_causal_lm(other).save_pretrained(tmp_path / "other")                        # a policy with another vocab
     other.save_pretrained(tmp_path / "other")
     with pytest.raises(D.DiscriminatorError):
-        D.ensure_discriminator(str(tmp_path / "other"), path, log=lambda *a: None)
+        B.ensure_discriminator(str(tmp_path / "other"), path, log=lambda *a: None)

@@ -450,6 +450,8 @@ def _table():
 
 
 CASES = _table()
+MAIN_MODULES = {"judge": "support.judge_cli",  # where a script's main lives when the script only calls it
+                "discriminator": "support.discriminator_cli"}
 
 # The real command line for a few of them (one per script and kind of fault): run in parallel, two at a time.
 SUBPROCESS_CASES = ["judge data: keywords a string", "judge: data missing", "judge endpoint: list",
@@ -506,7 +508,7 @@ def test_fault_is_one_line_exit_2_nothing_written(case, tmp_path, models_dir, en
     name, script = case[0], case[1]
     d, argv, names = _prepare(case, tmp_path, models_dir, endpoint, tiny_disc_dir, closed_port)
     before = _snapshot(d)
-    main = importlib.import_module(script).main
+    main = importlib.import_module(MAIN_MODULES.get(script, script)).main
     with pytest.raises(SystemExit) as e:
         errors.main_boundary(main, argv)
     _check(name, e.value.code, capsys.readouterr().err, names, before, _snapshot(d))

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from support import errors
+from support import errors, models
 import train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,7 +34,7 @@ def checker_row(iid, kwargs) -> bytes:
 # (case, extra argv, what the error line must contain); {case} is the case's folder, {run} a finished run folder
 # copied into it, {tiny} the tiny policy, {disc} its discriminator, {broken} a broken model made by BROKEN below.
 
-BAD_SETTINGS = [  # one bad value for each of train.SETTING_RULES, and argparse's own refusals
+BAD_SETTINGS = [  # one bad value for each of support/train_flags.SETTING_RULES, and argparse's own refusals
     ("prompts_per_step", "0"), ("group_size", "1"), ("steps", "0"), ("mini_batches", "0"),
     ("lr", "-1"), ("lr", "1000"), ("lr", "nan"), ("weight_decay", "-0.1"), ("warmup_steps", "-3"),
     ("clip_low", "1.5"), ("clip_high", "-1"), ("grad_clip", "0"), ("kl", "-1"), ("lora", "-2"),
@@ -158,7 +158,7 @@ def test_train_fault(case, extra, says, tmp_path, tiny_dir, tiny_disc_dir, finis
             BROKEN[case](broken)
         else:
             shutil.copytree(tiny_disc_dir, broken, dirs_exist_ok=True)
-            tok = train.models.load_tokenizer(str(broken))
+            tok = models.load_tokenizer(str(broken))
             tok.add_tokens(["<an_extra_token>"])
             tok.save_pretrained(broken)
     fill = lambda a: a.format(case=folder, run=run, tiny=tiny_dir, disc=tiny_disc_dir, broken=broken)  # noqa: E731

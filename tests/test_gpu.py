@@ -14,6 +14,7 @@ import torch
 
 import discriminator
 import train
+from support.logprobs import token_logprobs
 
 DEVICE = "cuda" if torch.cuda.is_available() else ("cpu" if os.environ.get("RTT_GPU_TESTS_ON_CPU") == "1" else None)
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(
@@ -86,7 +87,7 @@ def test_token_logprobs_values_and_gradients_match_log_softmax(dtype):
     logits = (torch.randn(N, V, generator=g) * 3).to(DEVICE, dtype).requires_grad_()   # [N, V]
     targets = torch.randint(0, V, (N,), generator=g).to(DEVICE)                         # [N]
     up = torch.randn(N, generator=g).to(DEVICE)                                          # upstream gradient [N]
-    logp, ent = train.token_logprobs(logits, targets)
+    logp, ent = token_logprobs(logits, targets)
     (logp * up).sum().backward()
     ref_in = logits.detach().float().requires_grad_()
     ref_lsm = torch.log_softmax(ref_in, dim=-1)                                          # [N, V] float32

@@ -1,4 +1,5 @@
-"""Tests for judge.py and nltk_assets.py: every registry id offline, routing and fallbacks, parsers, LLM backends."""
+"""Tests for judge.py and what it routes to (support/: checkers, nltk_assets, rule_sandbox, llm, judge_cli): every
+registry id offline, routing and fallbacks, parsers, rule code, LLM backends, the CLI."""
 import http.server
 import json
 import logging
@@ -14,6 +15,9 @@ import torch
 
 import judge
 from data import RubricItem, RubricPrompt
+from support import checkers, judge_cli
+from support.llm import EndpointLLM, JudgeEndpointError, LocalLLM
+from support.rule_sandbox import run_rule_code
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,21 +43,21 @@ def no_network(*a, **k):
 socket.socket.connect = no_network          # any attempt to reach the network (nltk.download, a hub) fails loudly
 socket.create_connection = no_network
 sys.path.insert(0, sys.argv[1])
-import judge
+from support import checkers
 kwargs_for = json.loads(sys.argv[2]); samples = json.loads(sys.argv[3])
-out = {"ifeval": judge.checker_ids("ifeval"), "ifbench": judge.checker_ids("ifbench"), "verdicts": {},
+out = {"ifeval": checkers.checker_ids("ifeval"), "ifbench": checkers.checker_ids("ifbench"), "verdicts": {},
        "datasets_imported": "datasets" in sys.modules}
-for iid in judge.checker_ids():
-    out["verdicts"][iid] = [judge.run_checker(iid, kwargs_for.get(iid, {}), s, "Write a note about foxes.")
+for iid in checkers.checker_ids():
+    out["verdicts"][iid] = [checkers.run_checker(iid, kwargs_for.get(iid, {}), s, "Write a note about foxes.")
                             for s in samples]
-known = {"no_comma": judge.run_checker("punctuation:no_comma", {}, "No commas here."),
-         "start_verb_yes": judge.run_checker("words:start_verb", {}, "Write a poem about the sea."),
-         "start_verb_no": judge.run_checker("words:start_verb", {}, "The sea is calm."),
-         "stop_words_50": judge.run_checker("ratio:stop_words", {"percentage": 50}, "The cat is on the mat."),
-         "stop_words_70": judge.run_checker("ratio:stop_words", {"percentage": 70}, "The cat is on the mat."),
-         "sentences": judge.run_checker("length_constraints:number_sentences",
-                                        {"num_sentences": 3, "relation": "at least"},
-                                        "Mr. Smith came home. He was tired. He slept.")}
+known = {"no_comma": checkers.run_checker("punctuation:no_comma", {}, "No commas here."),
+         "start_verb_yes": checkers.run_checker("words:start_verb", {}, "Write a poem about the sea."),
+         "start_verb_no": checkers.run_checker("words:start_verb", {}, "The sea is calm."),
+         "stop_words_50": checkers.run_checker("ratio:stop_words", {"percentage": 50}, "The cat is on the mat."),
+         "stop_words_70": checkers.run_checker("ratio:stop_words", {"percentage": 70}, "The cat is on the mat."),
+         "sentences": checkers.run_checker("length_constraints:number_sentences",
+                                           {"num_sentences": 3, "relation": "at least"},
+                                           "Mr. Smith came home. He was tired. He slept.")}
 out["known"] = known
 print(json.dumps(out))
 """
@@ -83,26 +87,26 @@ def test_run_checker_deterministic_and_restores_random():
     before = random.random()
     random.seed(123)
     # letter "#" is not a-z: upstream draws a random letter; run_checker seeds it, so the verdict is stable
-    v = [judge.run_checker("keywords:letter_frequency", {"letter": "#", "let_frequency": 2, "let_relation":
-                                                         "at least"}, "aaa bbb ccc eee", "") for _ in range(5)]
+    v = [checkers.run_checker("keywords:letter_frequency", {"letter": "#", "let_frequency": 2, "let_relation":
+                                                            "at least"}, "aaa bbb ccc eee", "") for _ in range(5)]
     assert len(set(v)) == 1
     assert random.random() == before  # the caller's random stream is untouched
 
 
 def test_run_checker_errors():
-    with pytest.raises(judge.CheckerError, match="unknown instruction id"):
-        judge.run_checker("nope:nothing", {}, "text", "")
-    with pytest.raises(judge.CheckerError, match="ratio:overlap"):
-        judge.run_checker("ratio:overlap", {}, "text", "")  # no reference text: the checker code raises
-    with pytest.raises(judge.CheckerError):
-        judge.run_checker("punctuation:no_comma", {"bogus": 1}, "text", "")  # a kwarg the registry does not take
+    with pytest.raises(checkers.CheckerError, match="unknown instruction id"):
+        checkers.run_checker("nope:nothing", {}, "text", "")
+    with pytest.raises(checkers.CheckerError, match="ratio:overlap"):
+        checkers.run_checker("ratio:overlap", {}, "text", "")  # no reference text: the checker code raises
+    with pytest.raises(checkers.CheckerError):
+        checkers.run_checker("punctuation:no_comma", {"bogus": 1}, "text", "")  # a kwarg the registry does not take
 
 
 def test_describe_and_conflicts():
-    assert judge.describe("length_constraints:number_words", {"num_words": 120, "relation": "less than"}) == \
+    assert checkers.describe("length_constraints:number_words", {"num_words": 120, "relation": "less than"}) == \
         "Answer with less than 120 words."
-    assert "change_case:english_lowercase" in judge.declared_conflicts("change_case:english_capital")
-    assert "detectable_format:title" in judge.declared_conflicts("startend:quotation")
+    assert "change_case:english_lowercase" in checkers.declared_conflicts("change_case:english_capital")
+    assert "detectable_format:title" in checkers.declared_conflicts("startend:quotation")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -307,7 +311,7 @@ def test_rule_code_grandchild_does_not_outlive_it(tmp_path, then):
             f"    open({str(pid_file)!r}, 'w').write(str(p.pid))\n"
             + ("    while True:\n        pass\n" if then == "loops" else "    return True\n"))
     t0 = time.perf_counter()
-    verdicts = judge.run_rule_code(code, ["text"], timeout=3.0)
+    verdicts = run_rule_code(code, ["text"], timeout=3.0)
     assert verdicts == ([None] if then == "loops" else [True]) and time.perf_counter() - t0 < 20
     pid = int(pid_file.read_text())
     for _ in range(50):  # killed at once; the kernel may take a moment to reap it
@@ -323,7 +327,7 @@ def test_rule_code_with_the_wrong_number_of_verdicts_is_counted_not_padded(answe
     """Rule code can print its own answer line and exit: two responses, a malformed answer -> both counted as
     rule-code errors and not met (before: a short list left the padding value 0 in the scores, uncounted)."""
     code = f"import sys\nprint({answer!r})\nsys.exit(0)\ndef evaluate(response):\n    return True\n"
-    assert judge.run_rule_code(code, ["a", "b"], timeout=10) == [None, None]
+    assert run_rule_code(code, ["a", "b"], timeout=10) == [None, None]
     p = _prompt("p", [RubricItem("rule", code=code)])
     scores, stats = judge.Judge(allow_rule_code=True).score([p, p], ["a", "b"], [0, 1])
     assert scores.tolist() == [[-1], [-1]] and stats["rule_code_errors"] == 2 and stats["rule_code"] == 0
@@ -331,7 +335,7 @@ def test_rule_code_with_the_wrong_number_of_verdicts_is_counted_not_padded(answe
 
 def test_rule_code_that_prints_bytes_is_a_rule_code_error():
     code = "import sys\nsys.stdout.buffer.write(b'\\xff\\xfe')\ndef evaluate(response):\n    return True\n"
-    assert judge.run_rule_code(code, ["a"], timeout=10) == [None]
+    assert run_rule_code(code, ["a"], timeout=10) == [None]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -381,7 +385,7 @@ def server():
 
 def test_endpoint_judge_on_loopback(server):
     _Handler.fail_first = 2  # two 503s: retried with back-off
-    llm = judge.EndpointLLM(server, model="judge-model", timeout=5, retries=3, concurrency=4, backoff=0.01)
+    llm = EndpointLLM(server, model="judge-model", timeout=5, retries=3, concurrency=4, backoff=0.01)
     p = _prompt("p", [FREE, NO_COMMA])
     scores, stats = judge.Judge(llm).score([p], ["Foxes are clever", "Foxes are slow, and red"], [0, 0])
     assert scores.tolist() == [[1, 1], [-1, -1]]
@@ -393,8 +397,8 @@ def test_endpoint_judge_on_loopback(server):
 
 
 def test_endpoint_client_errors_fail_fast(server):
-    llm = judge.EndpointLLM(server, model="bad", timeout=5, retries=3, backoff=0.01)
-    with pytest.raises(judge.JudgeEndpointError, match="refused the request: HTTP 400"):
+    llm = EndpointLLM(server, model="bad", timeout=5, retries=3, backoff=0.01)
+    with pytest.raises(JudgeEndpointError, match="refused the request: HTTP 400"):
         llm.generate([[{"role": "user", "content": "x"}]])
     assert len(_Handler.seen) == 1  # no retry on a 4xx other than 429
 
@@ -404,8 +408,8 @@ def test_endpoint_down_gives_clear_error():
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()  # nothing listens on this port now
-    llm = judge.EndpointLLM(f"http://127.0.0.1:{port}/v1", timeout=1, retries=2, backoff=0.01)
-    with pytest.raises(judge.JudgeEndpointError, match="is down: no answer after 3 tries"):
+    llm = EndpointLLM(f"http://127.0.0.1:{port}/v1", timeout=1, retries=2, backoff=0.01)
+    with pytest.raises(JudgeEndpointError, match="is down: no answer after 3 tries"):
         judge.Judge(llm).score([_prompt("p", [FREE])], ["Foxes are clever"], [0])
 
 
@@ -468,12 +472,12 @@ GOOD = json.dumps({"choices": [{"message": {"role": "assistant", "content": "YES
 def test_endpoint_unusable_answer_is_a_failed_try(scripted, bad, caplog):
     """Each shape crashed with TypeError (or was read as an empty reply) before; now it is retried like a 503."""
     _ScriptedHandler.answers = [bad, GOOD]
-    llm = judge.EndpointLLM(scripted, timeout=5, retries=1, backoff=0.01)
+    llm = EndpointLLM(scripted, timeout=5, retries=1, backoff=0.01)
     with caplog.at_level(logging.WARNING, logger="rtt.judge"):
         assert llm.generate([[{"role": "user", "content": "x"}]]) == ["YES"]
     assert _ScriptedHandler.served == 2 and "unusable answer" in caplog.text
     _ScriptedHandler.answers, _ScriptedHandler.served = [bad, bad], 0
-    with pytest.raises(judge.JudgeEndpointError, match="no answer after 2 tries.*unusable answer"):
+    with pytest.raises(JudgeEndpointError, match="no answer after 2 tries.*unusable answer"):
         llm.generate([[{"role": "user", "content": "x"}]])
 
 
@@ -481,9 +485,9 @@ def test_endpoint_body_that_trickles_in_is_cut_at_the_timeout(scripted):
     """A server that sends one byte every 0.1 s: before, urllib's per-read timeout never fired (42 s at 3 s)."""
     import time
     _ScriptedHandler.answers = [("trickle", GOOD + b" " * 400, 0.1)]
-    llm = judge.EndpointLLM(scripted, timeout=1.5, retries=0, backoff=0.01)
+    llm = EndpointLLM(scripted, timeout=1.5, retries=0, backoff=0.01)
     t0 = time.perf_counter()
-    with pytest.raises(judge.JudgeEndpointError, match="TimeoutError"):
+    with pytest.raises(JudgeEndpointError, match="TimeoutError"):
         llm.generate([[{"role": "user", "content": "x"}]])
     assert time.perf_counter() - t0 < 4
 
@@ -492,7 +496,7 @@ def test_endpoint_body_that_trickles_in_is_cut_at_the_timeout(scripted):
 # Local transformers judge
 
 def test_local_llm_judge_tiny(tiny_tok, tiny_lm):
-    llm = judge.LocalLLM(tiny_lm, tiny_tok, batch_size=2, max_new_tokens=3)
+    llm = LocalLLM(tiny_lm, tiny_tok, batch_size=2, max_new_tokens=3)
     p = _prompt("p", [FREE, RubricItem("Mentions dens.")])
     scores, stats = judge.Judge(llm).score([p, p], ["Foxes are clever.", "Foxes live in dens, mostly."], [0, 1])
     assert scores.shape == (2, 2) and set(scores.flatten().tolist()) <= {-1, 1}
@@ -505,7 +509,7 @@ def test_local_llm_judge_embedded_default(smol):
     """SmolLM2-135M as the judge on two pairs: real chat template, batched greedy generation, parsed verdicts.
     (A 135M model is a poor judge; this checks the plumbing, not its accuracy.)"""
     model, tok = smol
-    llm = judge.LocalLLM(model, tok, batch_size=2, max_new_tokens=3)
+    llm = LocalLLM(model, tok, batch_size=2, max_new_tokens=3)
     p = _prompt("p", [RubricItem("The response is about rain.")], text="Write a haiku about rain.")
     scores, stats = judge.Judge(llm).score([p, p], ["Soft rain on the roof", "I like trains."], [0, 1])
     assert scores.shape == (2, 1) and set(scores.flatten().tolist()) <= {-1, 1}
@@ -522,9 +526,17 @@ def test_cli_scores_saved_responses(tmp_path, capsys):
     with open(tmp_path / "r.jsonl", "w") as f:
         f.write(json.dumps({"id": rows[0]["id"], "response": "a short reply."}) + "\n")
         f.write(json.dumps({"id": rows[1]["id"], "responses": ["one.", "two."]}) + "\n")
-    judge.main(["--data", str(tmp_path / "d.jsonl"), "--responses", str(tmp_path / "r.jsonl"),
-                "--out", str(tmp_path / "o.jsonl")])
+    judge_cli.main(["--data", str(tmp_path / "d.jsonl"), "--responses", str(tmp_path / "r.jsonl"),
+                    "--out", str(tmp_path / "o.jsonl")])
     out = [json.loads(line) for line in open(tmp_path / "o.jsonl")]
     assert [o["id"] for o in out] == [rows[0]["id"], rows[1]["id"], rows[1]["id"]]
     assert all(len(o["scores"]) == len(rows[0 if i == 0 else 1]["rubrics"]) for i, o in enumerate(out))
     assert "prompt-level" in capsys.readouterr().err
+
+
+def test_loading_the_registries_keeps_if_verifiable_findable():
+    """The registries load through a bare package object; find_spec on it (scripts/gpu_check.py) must still work."""
+    import importlib.util
+    from support import checkers
+    assert checkers.checker_ids()
+    assert importlib.util.find_spec("if_verifiable") is not None

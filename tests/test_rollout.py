@@ -1,4 +1,4 @@
-"""rollout.py and models.py: shapes, masks, EOS, padding, determinism, skipping, aliases, the embedded model."""
+"""rollout.py and support/models.py: shapes, masks, EOS, padding, determinism, skipping, aliases, the embedded model."""
 import subprocess
 import sys
 from pathlib import Path

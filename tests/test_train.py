@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from support import errors
+from support import errors, models, train_flags
+from support.batching import budget_batches, crop_rows
+from support.checkpoints import drop_metrics_after
+from support.faults import stop_if_diverged
+from support.logprobs import token_logprobs
+from support.prompt_order import batch_of_prompts
+from support.schedule import lr_multiplier
 import train
 from rollout import generate_rollout
 
@@ -63,7 +69,7 @@ def test_token_logprobs_match_log_softmax_with_gradients():
     torch.manual_seed(0)
     logits = torch.randn(3, 5, 11, dtype=torch.float64, requires_grad=True)
     targets = torch.randint(0, 11, (3, 5))
-    logp, ent = train.token_logprobs(logits, targets)
+    logp, ent = token_logprobs(logits, targets)
     ref_lsm = torch.log_softmax(logits, -1)
     ref = ref_lsm.gather(-1, targets[..., None]).squeeze(-1)
     assert torch.allclose(logp.double(), ref, atol=1e-5)
@@ -74,9 +80,9 @@ def test_token_logprobs_match_log_softmax_with_gradients():
     assert torch.allclose(g1, g2, atol=1e-5)
 
 
-def test_micro_batches_respect_the_token_budget():
-    assert train.micro_batches([0, 1, 2, 3], [10, 10, 30, 5], budget=40) == [[0, 1], [2], [3]]
-    assert train.micro_batches([0, 1], [100, 5], budget=10) == [[0], [1]]   # one row over budget still runs alone
+def test_budget_batches_respect_the_token_budget():
+    assert budget_batches([0, 1, 2, 3], [10, 10, 30, 5], budget=40) == [[0, 1], [2], [3]]
+    assert budget_batches([0, 1], [100, 5], budget=10) == [[0], [1]]   # one row over budget still runs alone
 
 
 def test_response_logprobs_left_padding_matches_single_rows(tiny_lm, tiny_tok):
@@ -86,7 +92,7 @@ def test_response_logprobs_left_padding_matches_single_rows(tiny_lm, tiny_tok):
     with torch.no_grad():
         both, _ = train.response_logprobs(tiny_lm, ro.prompt_ids, ro.prompt_mask, ro.response_ids, ro.response_mask)
         for b in range(4):
-            pi, pm, ri, rm, t1 = train.crop(ro, [b])
+            pi, pm, ri, rm, t1 = crop_rows(ro, [b])
             alone, _ = train.response_logprobs(tiny_lm, pi, pm, ri, rm)
             n = int(ro.response_mask[b].sum())
             assert torch.allclose(both[b, :n], alone[0, :n], atol=1e-4)
@@ -132,7 +138,7 @@ def test_one_step_of_each_variant(tmp_path, tiny_dir, tiny_disc_dir, variant):
     assert (out / "curves.png").exists()
     if "rtt" in variant and "uniform" not in variant:
         assert "relevance_mean" in step[0]
-    if "rtt" in variant:   # diagnostics.py: where the token term pushes
+    if "rtt" in variant:   # support/diagnostics.py: where the token term pushes
         for key in ("eos_tok_adv", "eos_count", "last4_tok_adv", "res_adv_abs", "tok_term_abs", "floor_damped_rows",
                     "eos_adv_by_family"):
             assert key in step[0], key
@@ -252,7 +258,7 @@ def test_step_without_signal_makes_no_update_but_advances_the_schedule(tmp_path,
     for k in w1:
         assert torch.equal(w1[k], w2[k]), k                          # step 2 changed nothing
     # the schedule moved on as if both steps had been taken: 2 steps x 2 mini-batches, warm-up 1, cosine
-    f = train.lr_lambda(1, 4, "cosine")
+    f = lambda i: lr_multiplier(i, 1, 4, "cosine")
     assert rows[0]["lr"] == pytest.approx(1e-3 * f(2)) and rows[1]["lr"] == pytest.approx(1e-3 * f(4))
 
 
@@ -265,7 +271,7 @@ def test_misconfiguration_errors_come_before_any_work(tmp_path, tiny_dir, tiny_t
         train.main(["--model", "no-such-org/no-such-model", "--train-data", DATA, "--eval-data", DATA])
     # a discriminator whose vocabulary differs from the policy's
     other = tmp_path / "other-tok"
-    tok = train.models.load_tokenizer(str(tiny_dir))
+    tok = models.load_tokenizer(str(tiny_dir))
     tok.add_tokens(["<extra_token_xyz>"])
     tok.save_pretrained(other)
     from tiny import tiny_token_classifier
@@ -279,17 +285,17 @@ def test_misconfiguration_errors_come_before_any_work(tmp_path, tiny_dir, tiny_t
 
 
 def test_run_defaults_depend_on_the_device_and_flags_win():
-    cpu = train.fill_run_defaults(train.parse_args([]), "cpu")
+    cpu = train_flags.fill_run_defaults(train.parse_args([]), "cpu")
     assert (cpu.prompts_per_step, cpu.max_new_tokens, cpu.steps, cpu.lr) == (2, 64, 5, 1e-5)
-    gpu = train.fill_run_defaults(train.parse_args(["--steps", "3"]), "cuda")
+    gpu = train_flags.fill_run_defaults(train.parse_args(["--steps", "3"]), "cuda")
     assert (gpu.prompts_per_step, gpu.max_new_tokens, gpu.steps, gpu.lr) == (4, 256, 3, 1e-6)
     assert (cpu.decay, gpu.decay) == ("cosine", "linear")                    # GPU: the paper's (ROLL's) schedule
 
 
 def test_linear_schedule_warms_up_then_decays_to_zero():
-    f = train.lr_lambda(2, 6, "linear")                                      # 2 warm-up steps of 6
+    f = lambda i: lr_multiplier(i, 2, 6, "linear")                                      # 2 warm-up steps of 6
     assert [f(i) for i in range(7)] == pytest.approx([0.5, 1.0, 1.0, 0.75, 0.5, 0.25, 0.0])
-    g = train.lr_lambda(2, 6, "cosine")                                      # ours on a CPU: down to 0.1 * lr
+    g = lambda i: lr_multiplier(i, 2, 6, "cosine")                                      # ours on a CPU: down to 0.1 * lr
     assert g(6) == pytest.approx(0.1) and g(2) == pytest.approx(1.0)
 
 
@@ -315,13 +321,13 @@ def test_script_help_and_subprocess_smoke(tmp_path, tiny_dir, tiny_disc_dir):
 def test_curriculum_goes_from_few_to_many_constraints():
     from types import SimpleNamespace
     prompts = [SimpleNamespace(id=i, rubrics=[0] * (1 + i % 4)) for i in range(40)]     # K = 1..4, ten each
-    ks = [[len(p.rubrics) for p in train.batch_of_prompts(prompts, s, 4, 7, "constraints", 8)] for s in range(8)]
+    ks = [[len(p.rubrics) for p in batch_of_prompts(prompts, s, 4, 7, "constraints", 8)] for s in range(8)]
     assert max(ks[0] + ks[1]) == 1 and max(ks[2] + ks[3]) == 2 and max(ks[6] + ks[7]) <= 4
     assert 4 in ks[6] + ks[7] or 3 in ks[6] + ks[7]
-    plain = [train.batch_of_prompts(prompts, s, 4, 7) for s in range(2)]                 # default: unchanged
-    assert plain == [train.batch_of_prompts(prompts, s, 4, 7, "none", 8) for s in range(2)]
-    assert train.batch_of_prompts(prompts, 5, 4, 7, "constraints", 8) == \
-        train.batch_of_prompts(prompts, 5, 4, 7, "constraints", 8)                       # a function of the step
+    plain = [batch_of_prompts(prompts, s, 4, 7) for s in range(2)]                 # default: unchanged
+    assert plain == [batch_of_prompts(prompts, s, 4, 7, "none", 8) for s in range(2)]
+    assert batch_of_prompts(prompts, 5, 4, 7, "constraints", 8) == \
+        batch_of_prompts(prompts, 5, 4, 7, "constraints", 8)                       # a function of the step
 
 
 @pytest.mark.parametrize("flag,value,says", [
@@ -355,9 +361,9 @@ def test_a_non_finite_loss_stops_before_the_optimizer_step(tmp_path, tiny_dir, m
 def test_a_collapsed_policy_is_stopped(tmp_path):
     import math
     with pytest.raises(errors.UsageError, match="uniform.*diverged.*no checkpoint was written yet"):
-        train.stop_if_diverged(4, "loss", 1.0, 6.9, math.log(1000), tmp_path / "run", start_entropy=3.0)
-    train.stop_if_diverged(4, "loss", 1.0, 3.5, math.log(1000), tmp_path / "run", start_entropy=3.0)  # alive
-    train.stop_if_diverged(0, "loss", 1.0, 6.9, math.log(1000), tmp_path / "run", start_entropy=6.9)  # random init
+        stop_if_diverged(4, "loss", 1.0, 6.9, math.log(1000), tmp_path / "run", start_entropy=3.0)
+    stop_if_diverged(4, "loss", 1.0, 3.5, math.log(1000), tmp_path / "run", start_entropy=3.0)  # alive
+    stop_if_diverged(0, "loss", 1.0, 6.9, math.log(1000), tmp_path / "run", start_entropy=6.9)  # random init
 
 
 def test_script_errors_are_one_line_with_exit_code_2(tmp_path, tiny_dir):
@@ -371,5 +377,29 @@ def test_script_errors_are_one_line_with_exit_code_2(tmp_path, tiny_dir):
 def test_resume_drops_a_metrics_line_cut_short_by_a_kill(tmp_path):
     metrics = tmp_path / "metrics.jsonl"
     metrics.write_text('{"kind": "train", "step": 1}\n{"kind": "train", "step": 2}\n{"kind": "tra')
-    train.drop_metrics_after(metrics, 1)
+    drop_metrics_after(metrics, 1)
     assert metrics.read_text() == '{"kind": "train", "step": 1}\n'
+
+
+def test_same_run_script_tells_identical_runs_from_different_ones(tmp_path, tiny_dir, tiny_disc_dir):
+    """scripts/same_run.py, the refactor check: the same seeded run twice is identical, another seed is not."""
+    flags = ["--steps", "2", "--save-every", "1", "--discriminator", str(tiny_disc_dir)]
+    a = run(tmp_path, tiny_dir, *flags, name="a")
+    b = run(tmp_path, tiny_dir, *flags, name="b")
+    c = run(tmp_path, tiny_dir, *flags, "--seed", "3", name="c")
+    same = subprocess.run([sys.executable, "scripts/same_run.py", str(a), str(b)], cwd=ROOT, capture_output=True,
+                          text=True)
+    assert same.returncode == 0 and same.stdout.count("identical") == 2, same.stdout + same.stderr
+    other = subprocess.run([sys.executable, "scripts/same_run.py", str(a), str(c)], cwd=ROOT, capture_output=True,
+                           text=True)
+    assert other.returncode == 1 and "DIFFERENT" in other.stdout, other.stdout + other.stderr
+
+
+def test_reading_path_script_measures_the_card_files():
+    out = subprocess.run([sys.executable, "scripts/reading_path.py"], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    rows = {line.split()[0]: line.split() for line in out.stdout.splitlines()
+            if line[:1] != " " and line.split()[0].endswith(".py")}
+    assert set(rows) >= {"train.py", "rollout.py", "judge.py", "discriminator.py", "advantages.py"}
+    for name, cols in rows.items():    # a file's size, and the lines one step follows in it (a part of it)
+        assert 0 < int(cols[2]) <= int(cols[1]), name

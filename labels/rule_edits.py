@@ -12,12 +12,12 @@ of our bundled training set (data/make_data.py), in three steps per (prompt, pol
                  sentences, placeholders, highlights, bullets, title, postscript, *** dividers, end phrase, quotes,
                  fix the case, grow or shrink the body to the required length, ... (a `Doc` is rendered to text; the
                  length fixes loop until the checker agrees). Every constraint is then verified with the official
-                 checker (judge.run_checker); a sample that cannot be repaired is dropped and counted.
+                 checker (support.checkers.run_checker); a sample that cannot be repaired is dropped and counted.
 3. `violating_edits`  for constraint k, the family's editor proposes small string edits that break k (remove the
                  keyword, delete one bullet marker, merge two paragraphs, insert a comma, ...). An edit is kept only
                  if the checker says k now fails AND every other constraint of the prompt keeps its verdict.
 
-Which tokens are labelled (our rule, the paper leaves it open; the token mapping is discriminator.py's):
+Which tokens are labelled (our rule, the paper leaves it open; the token mapping is make_labels.py's):
 - "span" families: the union over ALL kept minimal edits of the characters each edit changes in the original
   (`edit_char_spans`). When three bullets each satisfy "exactly 3 bullets", removing any one of them is a minimal
   edit, so all three markers are relevant: a single, arbitrarily chosen edit would give a label that no
@@ -32,13 +32,15 @@ Which tokens are labelled (our rule, the paper leaves it open; the token mapping
   construction succeeded.
 
 Everything here works on text; there is no tokenizer in this file. `check(instruction_id, kwargs, text) -> bool`
-is passed in (judge.run_checker bound to the prompt) so tests can inject it.
+is passed in (support.checkers.run_checker bound to the prompt) so tests can inject it.
 """
 import difflib
 import hashlib
 import random
 import re
 from dataclasses import dataclass, field
+
+from support import checkers
 
 FAMILIES = [  # the families of data/make_data.py, fixed list (IFEval ids then IFBench ids)
     "keywords:existence", "keywords:frequency", "keywords:forbidden_words", "keywords:letter_frequency",
@@ -827,12 +829,11 @@ def violating_edits(text: str, items: list, k: int, check, max_edits: int = 32) 
 
 
 def checker_for(prompt_text: str = ""):
-    """judge.run_checker bound to a prompt; a crashing checker counts as "not met" (and is not an edit we trust)."""
-    import judge
+    """checkers.run_checker bound to a prompt; a crashing checker counts as "not met" (and is not an edit we trust)."""
 
     def check(iid, kw, text):
         try:
-            return judge.run_checker(iid, kw, text, prompt_text)
-        except judge.CheckerError:
+            return checkers.run_checker(iid, kw, text, prompt_text)
+        except checkers.CheckerError:
             return False
     return check
