@@ -7,13 +7,21 @@ Tables and figures of a grid, rebuilt from its committed small outputs alone (re
 Held-out metrics, per policy: instruction level = share of single constraints met (pooled over prompts), prompt
 level = share of prompts with every constraint met; strict, greedy. Per variant: mean ± sample std over its seeds,
 and the paired difference to the base model and to the reference variant with a 95 % bootstrap interval that
-resamples prompts (the same prompts for both sides: paired) and each side's seeds. Training figures per variant
+resamples prompts (the same prompts for both sides: paired) and each side's seeds. Where the grid also scored its
+policies on IFEval (results/GRID/LABEL/eval-ifeval/), the same columns for IFEval: both levels, and the
+instruction-level difference to the base model and to the reference variant. Training figures per variant
 (means over the last 5 steps, then over seeds): share of sampled responses cut off at the token cap, token
 advantage on EOS, |A_res| and lambda*|A_tok| per token, share of groups with zero reward spread.
+
+Figures: curves.png (per step, mean over seeds, min..max band: share cut off, A_tok on EOS, training CSR) and, where
+the runs evaluated during training (the "eval" rows of metrics.jsonl, e.g. the short grid), learning_curves.png:
+train.py's greedy held-out all-met rate per evaluation step and the share of groups with zero reward spread per
+step, mean ± sample std over seeds; report.md links it.
 """
 import argparse
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -24,9 +32,10 @@ def read_jsonl(path: Path) -> list:
     return [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
 
 
-def verdict_matrix(results: Path, label: str, keys: list) -> tuple:
-    """(met [N], total [N]) constraints met / constraints per held-out prompt, in the order of `keys`."""
-    by_key = {v["key"]: v["follow_instruction_list_strict"] for v in read_jsonl(results / label / "eval" /
+def verdict_matrix(results: Path, label: str, keys: list, folder: str = "eval") -> tuple:
+    """(met [N], total [N]) constraints met / constraints per prompt, in the order of `keys`, from the verdicts.jsonl
+    of results/LABEL/FOLDER (eval: the held-out file; eval-ifeval: IFEval; evaluate.py writes both alike)."""
+    by_key = {v["key"]: v["follow_instruction_list_strict"] for v in read_jsonl(results / label / folder /
                                                                                   "verdicts.jsonl")}
     met = np.array([sum(by_key[k]) for k in keys], dtype=float)
     total = np.array([len(by_key[k]) for k in keys], dtype=float)
@@ -66,9 +75,62 @@ def bootstrap_difference(met_a: np.ndarray, met_b: np.ndarray, total: np.ndarray
     return point, float(lo), float(hi)
 
 
-def seeds_of(results: Path, variant: str) -> list:
+def seeds_of(results: Path, variant: str, folder: str = "eval") -> list:
+    """The run labels (VARIANT-seedS) of `variant` that have an evaluation in results/LABEL/FOLDER."""
     return sorted(d.name for d in results.iterdir() if d.is_dir() and d.name.rsplit("-seed", 1)[0] == variant
-                  and (d / "eval" / "verdicts.jsonl").exists())
+                  and (d / folder / "verdicts.jsonl").exists())
+
+
+class Verdicts(NamedTuple):
+    """One benchmark's strict verdicts, aligned on its N prompts (the base model's order)."""
+    total: np.ndarray           # [N] constraints per prompt
+    base: "np.ndarray | None"   # [N] constraints the base model met; None where it was not evaluated
+    met: dict                   # variant -> [S, N] constraints met per seed (variants with at least one seed)
+    seeds: dict                 # variant -> the S run labels, in the order of met's rows
+
+
+def load_verdicts(results: Path, variants: list, folder: str):
+    """The verdicts of every policy evaluated in results/LABEL/FOLDER; None when none was."""
+    seeds = {v: seeds_of(results, v, folder) for v in variants}
+    seeds = {v: labels for v, labels in seeds.items() if labels}
+    has_base = (results / "base" / folder / "verdicts.jsonl").exists()
+    if not (has_base or seeds):
+        return None
+    first = "base" if has_base else next(iter(seeds.values()))[0]
+    keys = [v["key"] for v in read_jsonl(results / first / folder / "verdicts.jsonl")]
+    total = verdict_matrix(results, first, keys, folder)[1]
+    base = verdict_matrix(results, "base", keys, folder)[0] if has_base else None
+    met = {v: np.stack([verdict_matrix(results, label, keys, folder)[0] for label in labels])
+           for v, labels in seeds.items()}
+    return Verdicts(total, base, met, seeds)
+
+
+def levels(met: np.ndarray, total: np.ndarray) -> tuple:
+    """(instruction level [S], prompt level [S]) of met [S, N] constraints met per seed and prompt, total [N]."""
+    return met.sum(1) / total.sum(), (met == total).mean(1)
+
+
+def percent_over_seeds(x: np.ndarray) -> str:
+    """x [S] as a percentage: its mean, and ± its sample std where there are two seeds or more."""
+    return f"{100 * x.mean():.1f}" + (f" ± {100 * x.std(ddof=1):.1f}" if len(x) > 1 else "")
+
+
+def signed(x: float) -> str:
+    return f"{round(100 * x, 1) + 0.0:+.1f}"   # percentage points, "+0.0" (never "-0.0")
+
+
+def paired_delta(bench: Verdicts, variant: str, against: str, level: str) -> str:
+    """`point [lo, hi]` of variant - against (a variant, or "base") on bench, in points; "" where not comparable
+    (against not evaluated, or the variant itself)."""
+    other = bench.base[None] if against == "base" and bench.base is not None else bench.met.get(against)
+    if variant not in bench.met or other is None or variant == against:
+        return ""
+    point, lo, hi = bootstrap_difference(bench.met[variant], other, bench.total, level)
+    return f"{signed(point)} [{signed(lo)}, {signed(hi)}]"
+
+
+def markdown_row(cells: list) -> str:
+    return "| " + " | ".join(cells) + " |"
 
 
 def training_figures(results: Path, labels: list) -> dict:
@@ -89,41 +151,81 @@ def training_figures(results: Path, labels: list) -> dict:
     return out
 
 
+def heldout_cells(heldout: Verdicts, variant: str, reference: str) -> list:
+    """Held-out columns of a variant: both levels over seeds, Δ instruction level vs base and vs reference, Δ prompt
+    level vs base."""
+    inst, prompt = levels(heldout.met[variant], heldout.total)
+    return [percent_over_seeds(inst), percent_over_seeds(prompt), paired_delta(heldout, variant, "base", "instruction"),
+            paired_delta(heldout, variant, reference, "instruction"), paired_delta(heldout, variant, "base", "prompt")]
+
+
+def ifeval_cells(ifeval: Verdicts, variant: str, reference: str, n_heldout_seeds: int) -> list:
+    """IFEval columns of a variant: both levels over the seeds it was scored on (their number where it is not the
+    held-out one), Δ instruction level vs base and vs reference; empty cells where it was not scored on IFEval."""
+    if variant not in ifeval.met:
+        return ["", "", "", ""]
+    inst, prompt = levels(ifeval.met[variant], ifeval.total)
+    fewer = f" ({len(inst)} seed{'s' * (len(inst) > 1)})" if len(inst) != n_heldout_seeds else ""
+    return [percent_over_seeds(inst) + fewer, percent_over_seeds(prompt),
+            paired_delta(ifeval, variant, "base", "instruction"),
+            paired_delta(ifeval, variant, reference, "instruction")]
+
+
+def training_cells(results: Path, labels: list) -> list:
+    """Training columns of a variant (last 5 steps, mean over seeds): cut off %, A_tok on EOS, |A_res|, λ|A_tok|."""
+    t = training_figures(results, labels)
+    fmt = lambda x, f: "–" if x is None else format(x, f)  # noqa: E731
+    return [fmt(None if t["truncated"] is None else 100 * t["truncated"], ".0f"), fmt(t["eos_tok_adv"], "+.3f"),
+            fmt(t["res_adv_abs"], ".3f"), fmt(t["tok_term_abs"], ".3f")]
+
+
 def report(results: Path, reference: str) -> str:
+    """report.md of a grid: the table (held-out, IFEval where scored, training figures), the command of every row,
+    and the link to learning_curves.png where the runs evaluated during training."""
     grid = json.loads((results / "grid.json").read_text())
-    keys = [v["key"] for v in read_jsonl(results / "base" / "eval" / "verdicts.jsonl")]
-    base_met, total = verdict_matrix(results, "base", keys)
-    variants = [v for v in grid["variants"] if seeds_of(results, v)]
-    mets = {v: np.stack([verdict_matrix(results, label, keys)[0] for label in seeds_of(results, v)])
-            for v in variants}
-    pct = lambda x: f"{round(100 * x, 1) + 0.0:+.1f}"  # noqa: E731  (no "-0.0")
-    lines = [f"Held-out: {len(keys)} prompts ({grid['filter']} filter), greedy, {grid['eval_tokens']} new tokens, "
+    heldout = load_verdicts(results, grid["variants"], "eval")
+    variants = [v for v in grid["variants"] if v in heldout.met]
+    ifeval = load_verdicts(results, variants, "eval-ifeval")
+    chosen = "no filter" if grid["filter"] == "all" else f"{grid['filter']} filter"
+    lines = [f"Held-out: {len(heldout.total)} prompts ({chosen}), greedy, {grid['eval_tokens']} new tokens, "
              f"strict. Mean ± sample std over seeds; Δ = paired difference with a 95 % bootstrap interval over prompts "
-             f"and seeds ({N_BOOT} replicates). Training columns: last 5 steps, mean over seeds.", "",
-             "| policy | seeds | instruction-level % | prompt-level % | Δ inst. vs base | Δ inst. vs " + reference
-             + " | Δ prompt vs base | cut off % | A_tok on EOS | \\|A_res\\| | λ\\|A_tok\\| |",
-             "|---|---:|---:|---:|---|---|---|---:|---:|---:|---:|"]
-    lines.append(f"| base | - | {100 * base_met.sum() / total.sum():.1f} | {100 * (base_met == total).mean():.1f} "
-                 "| | | | | | | |")
+             f"and seeds ({N_BOOT} replicates). Training columns: last 5 steps, mean over seeds."]
+    header = ["policy", "seeds", "instruction-level %", "prompt-level %", "Δ inst. vs base",
+              "Δ inst. vs " + reference, "Δ prompt vs base"]
+    align = ["---", "---:", "---:", "---:", "---", "---", "---"]
+    if ifeval:
+        lines[0] += (f" IFEval: {len(ifeval.total)} prompts, greedy, {grid['eval_tokens']} new tokens, strict; the "
+                     f"same statistics.")
+        header += ["IFEval inst. %", "IFEval prompt %", "Δ IFEval inst. vs base", "Δ IFEval inst. vs " + reference]
+        align += ["---:", "---:", "---", "---"]
+    header += ["cut off %", "A_tok on EOS", "\\|A_res\\|", "λ\\|A_tok\\|"]
+    align += ["---:"] * 4
+    lines += ["", markdown_row(header), "|" + "|".join(align) + "|"]
+
+    base = ["base", "-", *(f"{100 * x[0]:.1f}" for x in levels(heldout.base[None], heldout.total)), "", "", ""]
+    if ifeval:
+        scored = ifeval.base is not None
+        base += [*(f"{100 * x[0]:.1f}" for x in levels(ifeval.base[None], ifeval.total))] if scored else ["", ""]
+        base += ["", ""]
+    lines.append(markdown_row(base + [""] * 4))
     for v in variants:
-        m = mets[v]
-        inst = m.sum(1) / total.sum()
-        prompt = (m == total).mean(1)
-        sd = lambda x: f" ± {100 * x.std(ddof=1):.1f}" if len(x) > 1 else ""  # noqa: E731
-        d_base = bootstrap_difference(m, base_met[None], total, "instruction")
-        d_ref = bootstrap_difference(m, mets[reference], total, "instruction") if reference in mets and v != reference \
-            else None
-        d_prompt = bootstrap_difference(m, base_met[None], total, "prompt")
-        t = training_figures(results, seeds_of(results, v))
-        ci = lambda d: f"{pct(d[0])} [{pct(d[1])}, {pct(d[2])}]" if d else ""  # noqa: E731
-        fmt = lambda x, f: "–" if x is None else format(x, f)  # noqa: E731
-        lines.append(f"| {v} | {len(m)} | {100 * inst.mean():.1f}{sd(inst)} | {100 * prompt.mean():.1f}{sd(prompt)} "
-                     f"| {ci(d_base)} | {ci(d_ref)} | {ci(d_prompt)} | {fmt(100 * t['truncated'], '.0f')} "
-                     f"| {fmt(t['eos_tok_adv'], '+.3f')} | {fmt(t['res_adv_abs'], '.3f')} "
-                     f"| {fmt(t['tok_term_abs'], '.3f')} |")
+        labels = heldout.seeds[v]
+        lines.append(markdown_row([v, str(len(labels)), *heldout_cells(heldout, v, reference),
+                                   *(ifeval_cells(ifeval, v, reference, len(labels)) if ifeval else []),
+                                   *training_cells(results, labels)]))
+
     lines += ["", "Commands (seed S):", ""]
-    lines += [f"- `{v}`: `{grid['commands'][seeds_of(results, v)[0]]}`" for v in variants]
+    lines += [f"- `{v}`: `{grid['commands'][heldout.seeds[v][0]]}`" for v in variants]
     lines += [f"- base: `{grid['commands']['base']}`"]
+    if ifeval and "base-ifeval" in grid["commands"]:
+        lines += [f"- IFEval (base; a trained policy: the same with `--model` its final checkpoint): "
+                  f"`{grid['commands']['base-ifeval']}`"]
+    curves = learning_curve_data(results, variants)
+    if curves:
+        n = sorted({r["eval_n"] for c in curves.values() for run in c["eval_rows"] for r in run if "eval_n" in r})
+        lines += ["", f"Learning curves (train.py's greedy evaluation on the first {'/'.join(map(str, n)) or 'N'} "
+                      f"held-out prompts, and the share of groups with zero reward spread per step; mean ± sample std "
+                      f"over seeds):", "", "![learning curves](learning_curves.png)"]
     return "\n".join(lines) + "\n"
 
 
@@ -157,6 +259,61 @@ def plot(results: Path) -> Path:
     return path
 
 
+def learning_curve_data(results: Path, variants: list) -> dict:
+    """variant -> {"eval_rows": per seed, its "eval" rows of metrics.jsonl; "train_rows": per seed, its "train"
+    rows}, for the variants whose runs evaluated during training; {} where none did (the diagnosis grid)."""
+    out = {}
+    for v in variants:
+        runs = [read_jsonl(results / label / "metrics.jsonl") for label in seeds_of(results, v)
+                if (results / label / "metrics.jsonl").exists()]
+        eval_rows = [[r for r in rows if r.get("kind") == "eval"] for rows in runs]
+        if runs and all(eval_rows):
+            out[v] = {"eval_rows": eval_rows, "train_rows": [[r for r in rows if r.get("kind") == "train"]
+                                                              for rows in runs]}
+    return out
+
+
+def over_seeds(runs: list, key: str) -> tuple:
+    """(steps [T], mean [T], sample std [T]) of `key` over seeds, at the steps every seed logged it; runs holds per
+    seed its rows, a step logged twice (a resumed run) counts once, the last value."""
+    per_seed = [{r["step"]: r[key] for r in rows if r.get(key) is not None} for rows in runs]
+    steps = sorted(set.intersection(*(set(d) for d in per_seed)))
+    values = np.array([[d[s] for s in steps] for d in per_seed], dtype=float).reshape(len(runs), len(steps))  # [S, T]
+    sd = values.std(0, ddof=1) if len(runs) > 1 else np.zeros(len(steps))
+    return np.array(steps), values.mean(0), sd
+
+
+def learning_curves(results: Path):
+    """learning_curves.png: per variant, the held-out all-met rate of train.py's evaluations (step 0 = the base model)
+    and the share of groups with zero reward spread per step, mean ± sample std over seeds (band). None, and no
+    file, where no run evaluated during training."""
+    grid = json.loads((results / "grid.json").read_text())
+    curves = learning_curve_data(results, list(grid["variants"]))
+    if not curves:
+        return None
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    for i, (v, c) in enumerate(curves.items()):
+        n_seeds = len(c["eval_rows"])
+        for ax, runs, key, marker in ((axes[0], c["eval_rows"], "eval_aon", "o"),
+                                      (axes[1], c["train_rows"], "zero_var_groups", None)):
+            steps, mean, sd = over_seeds(runs, key)
+            ax.plot(steps, mean, color=f"C{i}", marker=marker, label=f"{v} ({n_seeds} seeds)")
+            if n_seeds > 1:
+                ax.fill_between(steps, np.clip(mean - sd, 0, 1), np.clip(mean + sd, 0, 1), color=f"C{i}", alpha=0.15)
+    for ax, title in zip(axes, ("held-out: all constraints met (greedy, train.py's evaluation)",
+                                "groups with zero reward spread (no learning signal)")):
+        ax.set_title(title, fontsize=10), ax.set_xlabel("step"), ax.set_ylim(-0.02, 1.02), ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    path = results / "learning_curves.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
     ap.add_argument("results", help="a grid's results folder (results/GRID)")
@@ -166,7 +323,8 @@ def main(argv=None):
     md = report(results, args.reference)
     (results / "report.md").write_text(md)
     print(md)
-    print(f"[report] wrote {results / 'report.md'} and {plot(results)}")
+    figures = [plot(results), learning_curves(results)]
+    print(f"[report] wrote {results / 'report.md'} and " + ", ".join(str(f) for f in figures if f))
 
 
 if __name__ == "__main__":

@@ -150,8 +150,10 @@ def test_grid_runs_resumes_keeps_small_outputs_and_report_rebuilds(tmp_path, tin
     assert not list(results.rglob("*.safetensors"))                          # never a checkpoint
     md = report.report(results, "grpo-aon")
     assert "| rtt | 1 |" in md and "| base |" in md and "--algo rtt" in md
+    assert "IFEval" not in md and "learning_curves" not in md                # no extra bench, no eval rows
     report.plot(results)
     assert (results / "curves.png").stat().st_size > 0
+    assert report.learning_curves(results) is None and not (results / "learning_curves.png").exists()
     stamp = (results / "rtt-seed3" / "metrics.jsonl").stat().st_mtime_ns
     grid.main(argv)                                                          # finished: nothing is retrained
     rows = [json.loads(l) for l in (tmp_path / "runs" / "tiny" / "rtt-seed3" / "metrics.jsonl").read_text().splitlines()]
@@ -161,6 +163,151 @@ def test_grid_runs_resumes_keeps_small_outputs_and_report_rebuilds(tmp_path, tin
     shutil.rmtree(tmp_path / "runs" / "tiny" / "rtt-seed3")                 # another machine: only results/ came
     grid.main(argv)
     assert not (tmp_path / "runs" / "tiny" / "rtt-seed3").exists()           # its committed outputs count as done
+
+
+def test_short_grid_dry_run_prints_12_train_commands_with_eval_during_training(capsys):
+    grid.main(["--grid", "short", "--dry-run"])
+    commands = capsys.readouterr().out.splitlines()
+    assert len(commands) == 4 * 3                                            # variants x seeds 42 1 2
+    eval_flags = "--eval-every 10 --eval-prompts 64 --eval-data runs/short/data/heldout-all.jsonl"
+    assert all(c.startswith("python train.py --model smollm2-135m --train-data runs/short/data/train-all.jsonl "
+                            + eval_flags + " --steps 40 --lr 1e-5 --prompts-per-step 2 --group-size 8 "
+                            "--max-new-tokens 64 --algo ") for c in commands)
+    assert sorted(c.split(" --out ")[1].split()[0] for c in commands) == sorted(
+        f"runs/short/{v}-seed{s}" for v in ("grpo-aon", "grpo-csr", "rtt", "rtt-random") for s in (42, 1, 2))
+    assert "--algo rtt --norm intra --relevance random --seed 2 " in commands[-1]
+    grid.main(["--grid", "short", "--dry-run", "--seeds", "7", "--only", "rtt"])    # --seeds still wins
+    assert capsys.readouterr().out.count("--seed 7 ") == 1
+    grid.main(["--grid", "diagnosis", "--dry-run"])                         # diagnosis: as it was committed
+    diagnosis = capsys.readouterr().out.splitlines()
+    assert len(diagnosis) == 9 * 2 and all(" --eval-prompts 0 --steps 20 " in c and "--eval-every" not in c
+                                           for c in diagnosis)
+
+
+def _fake_job(calls: list):
+    """Stands in for variants.run: writes what train.py / evaluate.py would leave in --out, instantly."""
+    def run(cmd, log):
+        calls.append(" ".join(map(str, cmd[1:])))
+        out = Path(cmd[cmd.index("--out") + 1])
+        out.mkdir(parents=True, exist_ok=True)
+        if cmd[1] == "train.py":
+            steps = int(cmd[cmd.index("--steps") + 1])
+            rows = [{"kind": "train", "step": s + 1, "zero_var_groups": 0.5} for s in range(steps)]
+            (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+            (out / "config.json").write_text("{}\n")
+            (out / "checkpoints").mkdir(exist_ok=True)
+            (out / "checkpoints" / "latest").write_text(f"step_{steps:06d}")
+        else:
+            (out / "metrics.json").write_text(json.dumps({"prompt_level_strict_acc": 0.5,
+                                                          "inst_level_strict_acc": 0.5}))
+            (out / "verdicts.jsonl").write_text("")
+        return 0.0
+    return run
+
+
+def test_short_grid_adds_ifeval_in_a_later_sitting_and_keeps_it_under_eval_ifeval(tmp_path, monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(grid, "run", _fake_job(calls))
+    argv = ["--grid", "short", "--only", "grpo-aon", "rtt", "--seeds", "42", "--runs", str(tmp_path / "runs"),
+            "--results", str(tmp_path / "results")]
+    results = tmp_path / "results" / "short"
+    grid.main([*argv, "--skip-extra"])                                       # held-out only
+    assert sum("train.py" in c for c in calls) == 2 and sum("--bench heldout" in c for c in calls) == 3
+    assert not any("--bench ifeval" in c for c in calls) and not list(results.rglob("eval-ifeval"))
+    calls.clear()
+    grid.main(argv)                                                          # a later sitting: IFEval, no retraining
+    assert len(calls) == 3 and all(" --bench ifeval --max-new-tokens 64 --out " in c and "--data" not in c
+                                   for c in calls)
+    assert any("--model smollm2-135m " in c for c in calls)                  # the base model gets it too
+    for label in ("base", "grpo-aon-seed42", "rtt-seed42"):
+        assert (results / label / "eval-ifeval" / "metrics.json").exists()
+        assert (results / label / "eval-ifeval" / "verdicts.jsonl").exists()
+    described = json.loads((results / "grid.json").read_text())["commands"]
+    assert described["base-ifeval"].startswith("python evaluate.py --model smollm2-135m --bench ifeval ")
+    calls.clear()
+    grid.main(argv)                                                          # all done: nothing runs
+    assert calls == []
+    import shutil
+    shutil.rmtree(results / "rtt-seed42" / "eval-ifeval")                  # trained on another machine, no IFEval
+    shutil.rmtree(tmp_path / "runs" / "short" / "rtt-seed42")
+    capsys.readouterr()
+    grid.main(argv)
+    assert calls == [] and "rtt-seed42: trained, but ifeval needs its checkpoint" in capsys.readouterr().out
+
+
+def _write_verdicts(folder: Path, met: list):
+    """verdicts.jsonl as evaluate.py writes it (the fields report.py reads): met[i] = strict verdicts of prompt i."""
+    folder.mkdir(parents=True)
+    (folder / "verdicts.jsonl").write_text("".join(json.dumps({"key": f"k{i}", "follow_instruction_list_strict": m})
+                                                   + "\n" for i, m in enumerate(met)))
+    (folder / "metrics.json").write_text("{}\n")
+
+
+def _write_short_results(results: Path):
+    """A literal short grid: 2 variants x 2 seeds, 4 training steps with train.py evaluations at steps 0, 2, 4,
+    held-out and IFEval verdicts on 2 prompts of 2 constraints each."""
+    T, F = True, False
+    heldout = {"base": [[T, F], [T, F]],                                     # 50.0 % instructions, 0.0 % prompts
+               "grpo-aon-seed1": [[T, T], [T, F]], "grpo-aon-seed2": [[T, T], [T, F]],       # 75 / 50 both seeds
+               "rtt-seed1": [[T, F], [T, F]], "rtt-seed2": [[T, T], [T, T]]}                 # 50 / 0, 100 / 100
+    ifeval = {"base": [[T, F], [F, F]],                                      # 25.0 %, 0.0 %
+              "grpo-aon-seed1": [[T, T], [F, F]], "grpo-aon-seed2": [[T, T], [T, F]],        # 50 / 50, 75 / 50
+              "rtt-seed1": [[T, F], [F, F]], "rtt-seed2": [[T, T], [F, F]]}                  # 25 / 0, 50 / 50
+    commands = {"base": "python evaluate.py --model m --bench heldout --data H --max-new-tokens 64 --out OUT",
+                "base-ifeval": "python evaluate.py --model m --bench ifeval --max-new-tokens 64 --out OUT"}
+    for label in heldout:
+        _write_verdicts(results / label / "eval", heldout[label])
+        _write_verdicts(results / label / "eval-ifeval", ifeval[label])
+        if label == "base":
+            continue
+        seed = int(label[-1])
+        commands[label] = f"python train.py --algo {label.split('-seed')[0]} --seed {seed} --eval-every 2"
+        train = [{"kind": "train", "step": s, "zero_var_groups": [0.5, 1.0][seed - 1], "truncated": 0.5,
+                  "csr_pass": 0.4, "aon_pass": 0.2} for s in (1, 2, 3, 4)]
+        evals = [{"kind": "eval", "step": s, "eval_aon": 0.1 * seed + 0.05 * s, "eval_csr": 0.5, "eval_n": 2}
+                 for s in (0, 2, 4)]
+        (results / label / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in evals[:1] + train[:2]
+                                                               + evals[1:2] + train[2:] + evals[2:]))
+    (results / "grid.json").write_text(json.dumps({
+        "grid": "short", "model": "m", "variants": {"grpo-aon": ["--algo", "grpo"], "rtt": ["--algo", "rtt"]},
+        "train_flags": [], "filter": "all", "eval_tokens": 64, "commands": commands}))
+
+
+def test_report_of_a_short_grid_has_ifeval_columns_and_learning_curves(tmp_path):
+    results = tmp_path / "short"
+    _write_short_results(results)
+    report.main([str(results)])
+    md = (results / "report.md").read_text()
+    assert "| IFEval inst. % | IFEval prompt % | Δ IFEval inst. vs base | Δ IFEval inst. vs grpo-aon |" in md
+    assert "Held-out: 2 prompts (no filter)" in md and "IFEval: 2 prompts" in md
+    assert "| base | - | 50.0 | 0.0 |  |  |  | 25.0 | 0.0 |  |  |" in md
+    assert "| grpo-aon | 2 | 75.0 ± 0.0 | 50.0 ± 0.0 | +25.0 [" in md
+    assert "|  | +50.0 [" in md                                          # grpo-aon: no Δ against itself; prompts
+    assert "| 62.5 ± 17.7 | 50.0 ± 0.0 | +37.5 [" in md                   # grpo-aon on IFEval, Δ vs base
+    assert "| rtt | 2 | 75.0 ± 35.4 | 50.0 ± 70.7 | +25.0 [" in md
+    assert "| 37.5 ± 17.7 | 25.0 ± 35.4 | +12.5 [" in md and "| -25.0 [" in md   # rtt on IFEval; vs grpo-aon
+    assert "- IFEval (base; a trained policy: the same with `--model` its final checkpoint): " \
+           "`python evaluate.py --model m --bench ifeval --max-new-tokens 64 --out OUT`" in md
+    assert "- `rtt`: `python train.py --algo rtt --seed 1 --eval-every 2`" in md
+    assert "first 2 held-out prompts" in md and "![learning curves](learning_curves.png)" in md
+    assert (results / "learning_curves.png").stat().st_size > 0 and (results / "curves.png").stat().st_size > 0
+    runs = [report.read_jsonl(results / f"rtt-seed{s}" / "metrics.jsonl") for s in (1, 2)]
+    steps, mean, sd = report.over_seeds([[r for r in rows if r["kind"] == "eval"] for rows in runs], "eval_aon")
+    assert steps.tolist() == [0, 2, 4] and mean == pytest.approx([0.15, 0.25, 0.35])
+    assert sd == pytest.approx([0.0707] * 3, abs=1e-4)
+    steps, mean, sd = report.over_seeds([[r for r in rows if r["kind"] == "train"] for rows in runs],
+                                        "zero_var_groups")
+    assert steps.tolist() == [1, 2, 3, 4] and mean == pytest.approx([0.75] * 4)
+
+
+def test_over_seeds_keeps_the_steps_every_seed_logged_and_the_last_value_of_a_step():
+    runs = [[{"step": 0, "eval_aon": 0.1}, {"step": 10, "eval_aon": 0.3}, {"step": 10, "eval_aon": 0.5}],   # resumed
+            [{"step": 0, "eval_aon": 0.3}, {"step": 10, "eval_aon": 0.7}, {"step": 20, "eval_aon": 0.9}]]
+    steps, mean, sd = report.over_seeds(runs, "eval_aon")                  # [T=2] each
+    assert steps.tolist() == [0, 10] and mean == pytest.approx([0.2, 0.6]) and sd == pytest.approx([0.1414] * 2,
+                                                                                                     abs=1e-4)
+    steps, mean, sd = report.over_seeds(runs[:1], "eval_aon")             # one seed: no spread
+    assert mean == pytest.approx([0.1, 0.5]) and sd.tolist() == [0.0, 0.0]
 
 
 def test_family_rates_table_on_literal_verdicts():
@@ -185,3 +332,16 @@ def test_family_rates_script(tmp_path, tiny_dir):
     table = json.loads(out.with_suffix(".json").read_text())["families"]
     assert table and all(0 <= r["sampled"] <= 1 and r["n"] >= 1 for r in table)
     assert "| family |" in out.with_suffix(".md").read_text()
+
+
+def test_token_credit_a_failed_constraint_pushes_its_irrelevant_tokens_up():
+    import token_credit
+    relevance = torch.tensor([[[1.0, 0.0, 0.0, 0.0]], [[1.0, 0.0, 0.0, 0.0]]])           # [B=2, K=1, T=4]
+    mask = torch.ones(2, 4, dtype=torch.bool)
+    stop = torch.zeros(2, 4, dtype=torch.bool)
+    table = token_credit.credit_by_balance(torch.tensor([[-1.0], [1.0]]), relevance, mask, stop, 0.5)
+    # failed: r = [-1, 0, 0, 0], mu = -0.25, sigma = sqrt(0.1875): relevant -0.75 / 0.433, the others +0.25 / 0.433
+    assert table[1]["relevant"] == pytest.approx(-1.732, abs=1e-3)
+    assert table[1]["irrelevant"] == pytest.approx(0.577, abs=1e-3)
+    assert table[-1]["irrelevant"] == pytest.approx(-0.577, abs=1e-3)          # met: the mirror image
+    assert table[1]["eos"] is None and table[1]["responses"] == 1
