@@ -740,13 +740,13 @@ SHORT_FAMILIES = [  # no paragraph counts, no word ranges, no "at least N words"
     "length_constraints:number_words", "length_constraints:number_sentences",
     "detectable_content:postscript", "detectable_content:number_placeholders",
     "detectable_format:number_bullet_lists", "detectable_format:number_highlighted_sections",
-    "detectable_format:title", "startend:end_checker", "startend:quotation",
-    "change_case:english_lowercase", "change_case:english_capital", "change_case:capital_word_frequency",
-    "punctuation:no_comma", "sentence:keyword", "count:numbers", "format:emoji",
+    "detectable_format:title", "change_case:capital_word_frequency",
+    "punctuation:no_comma", "sentence:keyword", "count:numbers",
 ]
+# Left out because the base policy almost never meets them at 64 tokens, so a group of 8 has no reward spread to
+# learn from (sampled pass rate <= 4 %, results/short/family_rates.md): english_capital, english_lowercase, emoji,
+# startend:end_checker, startend:quotation. None is almost always met (the highest, forbidden words, 85 %).
 SHORT_N_CONSTRAINTS = {1: 0.25, 2: 0.25, 3: 0.25, 4: 0.25}  # many K = 3-4 prompts: there AON is sparse
-SHORT_END_PHRASES = ["Thank you for reading.", "That is all for today.", "Have a wonderful day!",
-                     "Any other questions?"]
 
 
 def sample_kwargs_short(fid: str, rng: random.Random, pool: list[str]) -> dict:
@@ -772,8 +772,6 @@ def sample_kwargs_short(fid: str, rng: random.Random, pool: list[str]) -> dict:
         return {"num_bullets": rng.choice([1, 2])}
     if fid == "detectable_format:number_highlighted_sections":
         return {"num_highlights": 1}
-    if fid == "startend:end_checker":
-        return {"end_phrase": rng.choice(SHORT_END_PHRASES)}
     if fid == "change_case:capital_word_frequency":
         return {"capital_frequency": rng.choice([2, 3]), "capital_relation": "less than"}
     if fid == "sentence:keyword":
