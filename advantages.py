@@ -575,12 +575,40 @@ def uniform_relevance(response_mask: torch.Tensor, K: int) -> torch.Tensor:
 
 
 EOS_MODES = ("discriminator", "zero", "exclude")
+CREDIT_MODES = ("all", "relevant")
+RELEVANT = 0.5  # relevance from which a token counts as relevant to a constraint (credit="relevant")
+
+
+def relevant_only(normed: torch.Tensor, relevance: torch.Tensor, threshold: float = RELEVANT) -> torch.Tensor:
+    """The normalised cube kept only on the tokens relevant to each constraint (w >= threshold); 0 elsewhere [ours].
+
+    Intra-sample normalisation centres each (response, constraint) row, so the tokens that do not matter to a
+    constraint get the opposite sign of its verdict: a failed constraint pushes them *up*. Where most constraints
+    fail (the CPU setting: 70-80 % of verdicts), that pushes up the bulk of every response, whatever it says
+    (README, "Why RTT lost the pilot"). Keeping r~ only where w >= threshold credits each verdict to exactly the
+    tokens relevant to it; the others keep A_res alone.
+
+    Args:
+        normed: [.., G, K, T] output of intra_sample_token_norm (or inter_sample_token_norm).
+        relevance: [.., G, K, T] the relevance the cube was built from.
+    Returns:
+        [.., G, K, T], normed where relevance >= threshold, else 0.
+
+    Example (a failed constraint, relevant on the first token only):
+        >>> normed = intra_sample_token_norm(torch.tensor([[[-1., 0., 0., 0.]]]), torch.ones(1, 4))
+        >>> normed
+        tensor([[[-1.7320,  0.5773,  0.5773,  0.5773]]])
+        >>> relevant_only(normed, torch.tensor([[[1., 0., 0.2, 0.]]]))
+        tensor([[[-1.7320,  0.0000,  0.0000,  0.0000]]])
+    """
+    return torch.where(relevance >= threshold, normed, torch.zeros_like(normed))
 
 
 def rtt_advantages(scores: torch.Tensor, relevance: torch.Tensor, response_mask: torch.Tensor,
                    union: str = "aon", norm: str = "intra", combine: str = "add", weight: float = 0.5,
                    reference_quirks: bool = False, eps: float = 1e-6, std_floor: float | None = None,
-                   stop_mask: torch.Tensor | None = None, eos: str | None = None) -> tuple[torch.Tensor, dict]:
+                   stop_mask: torch.Tensor | None = None, eos: str | None = None,
+                   credit: str = "all") -> tuple[torch.Tensor, dict]:
     """RTT-GRPO advantages, spec §3 -> §5 -> §6 in one call.
 
         R = response_rewards(s, union)                 A_res = grpo_advantages(R)
@@ -606,6 +634,8 @@ def rtt_advantages(scores: torch.Tensor, relevance: torch.Tensor, response_mask:
         eos: what the stop token's relevance is. "discriminator" (ours): as rated, like any other token; "zero":
             0, as in the released code; "exclude": the stop token is left out of the token normalisation and gets
             A_tok = 0 (it keeps A_res). None: "zero" with reference_quirks, else "discriminator".
+        credit: which tokens a constraint's normalised reward reaches. "all" (the paper): every token of the
+            response; "relevant" (ours): only those with w >= RELEVANT (relevant_only). Not with reference_quirks.
     Returns:
         (A [.., G, T], parts) where parts holds the intermediate tensors: "rewards" [.., G], "response_adv" [.., G],
         "relevance" [.., G, K, T] (as used, after truncation if reference_quirks), "token_rewards" [.., G, K, T],
@@ -635,6 +665,8 @@ def rtt_advantages(scores: torch.Tensor, relevance: torch.Tensor, response_mask:
     eos = ("zero" if reference_quirks else "discriminator") if eos is None else eos
     if eos not in EOS_MODES:
         raise ValueError(f"eos must be one of {EOS_MODES}, got {eos!r}")
+    if credit not in CREDIT_MODES or (credit != "all" and reference_quirks):
+        raise ValueError(f"credit must be one of {CREDIT_MODES} ('all' with reference_quirks), got {credit!r}")
     if stop_mask is None:
         stop_mask = torch.zeros(response_mask.shape, dtype=torch.bool, device=response_mask.device)   # none
     relevance = relevance.to(_float_dtype(scores, relevance))       # [.., G, K, T] bf16/int -> float32
@@ -654,6 +686,8 @@ def rtt_advantages(scores: torch.Tensor, relevance: torch.Tensor, response_mask:
     else:
         normalise = intra_sample_token_norm if norm == "intra" else inter_sample_token_norm
         normed = normalise(r, token_mask, eps, std_floor)           # [.., G, K, T]
+        if credit == "relevant":
+            normed = relevant_only(normed, relevance)               # [.., G, K, T] 0 off each constraint's tokens
         token_adv = token_advantages(normed, scores)                # [.., G, T]
     A = combine_advantages(response_adv, token_adv, response_mask, combine, weight)   # [.., G, T]
     parts = {"rewards": rewards, "response_adv": response_adv, "relevance": relevance, "token_rewards": r,

@@ -87,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="relevance of the stop token: as the discriminator rates it (ours), zero (the released "
                         "code: the stop token then takes about -sqrt(n-1)*s), or exclude it from the token advantage "
                         "(it keeps A_res) (default: discriminator; zero with --reference-quirks)")
+    g.add_argument("--token-credit", choices=adv.CREDIT_MODES, default="all",
+                   help="which tokens a constraint's normalised token reward reaches: all (the paper), or only the "
+                        "relevant ones (w >= 0.5; ours: a failed constraint then no longer pushes up the tokens "
+                        "that do not matter to it)")
     g.add_argument("--curriculum", choices=["none", "constraints"], default="none",
                    help="prompt order: none (the paper's: shuffled), or constraints: easy to hard over the number "
                         "of constraints, K <= 1 first, then <= 2, ... in equal stages (Conifer; not in the paper)")
@@ -332,7 +336,8 @@ def main(argv=None):
                 advantage, parts = adv.rtt_advantages(
                     scores.view(P, G, K), relevance, mask.view(P, G, T), union=args.union, norm=args.norm,
                     combine=args.combine, weight=args.token_weight, reference_quirks=args.reference_quirks,
-                    std_floor=args.token_std_floor, stop_mask=stop_tokens.view(P, G, T), eos=args.eos_relevance)
+                    std_floor=args.token_std_floor, stop_mask=stop_tokens.view(P, G, T), eos=args.eos_relevance,
+                    credit=args.token_credit)
                 advantage = advantage.reshape(B, T)                                             # [B, T]
                 token_adv = parts["token_adv"].reshape(B, T)                                    # [B, T]
             else:

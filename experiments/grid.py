@@ -95,6 +95,7 @@ GRIDS = {
             "rtt-csr": RTT + ["--union", "csr"],
             "grpo-csr": ["--algo", "grpo", "--union", "csr"],
             "rtt-lambda0.25": RTT + ["--token-weight", "0.25"],
+            "rtt-credit-relevant": RTT + ["--token-credit", "relevant"],   # the remedy: no push on irrelevant tokens
         },
     },
     "short": {

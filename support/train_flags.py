@@ -145,6 +145,9 @@ def check_settings(args) -> None:
         finite = not isinstance(value, float) or math.isfinite(value)
         if not (finite and ok(value)):
             raise errors.UsageError(f"--{name.replace('_', '-')} {value}: must be {must_be}")
+    if args.token_credit != "all" and args.reference_quirks:
+        raise errors.UsageError(f"--token-credit {args.token_credit} is ours; --reference-quirks reproduces the "
+                                "released code, which credits every token: use one or the other")
     if args.mini_batches > args.prompts_per_step * args.group_size:
         raise errors.UsageError(f"--mini-batches {args.mini_batches}: at most P*G = "
                                 f"{args.prompts_per_step * args.group_size} (one response per optimizer step)")

@@ -117,7 +117,7 @@ def heldout_eval(run, metrics: MetricsFile, step: int, say: str | None = None) -
 def run_banner(args, device, start_step: int, out: Path) -> str:
     """The line a run starts with: policy, algorithm and its knobs, sizes, folder."""
     rtt = (f" norm {args.norm} combine {args.combine} lambda {args.token_weight} relevance {args.relevance}"
-           f" eos {args.eos_relevance} std-floor {args.token_std_floor}"
+           f" eos {args.eos_relevance} std-floor {args.token_std_floor} credit {args.token_credit}"
            + (" reference-quirks" if args.reference_quirks else ""))
     return (f"policy {args.model} on {device} | algo {args.algo} union {args.union}"
             + (rtt if args.algo == "rtt" else "")

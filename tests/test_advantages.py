@@ -651,3 +651,24 @@ def test_no_nan_on_degenerate_groups():
     A, parts = rtt_advantages(s, w * m_empty.unsqueeze(2), m_empty)
     assert torch.equal(A[0, 0], torch.zeros(6))
     close(parts["token_adv"][0, 1:], rtt_advantages(s, w, m)[1]["token_adv"][0, 1:], atol=1e-6)
+
+
+def test_credit_relevant_zeroes_the_push_on_irrelevant_tokens_and_keeps_the_rest():
+    """credit="relevant" (ours) against the paper's "all": a failed constraint no longer pushes its irrelevant tokens
+    up; the relevant tokens and A_res are unchanged."""
+    scores = torch.tensor([[[-1, 1], [1, 1]]])                          # [P=1, G=2, K=2]
+    relevance = torch.tensor([[[[1., 0., 0., 0.], [0., 0., 1., 0.]],
+                               [[0., 1., 0., 0.], [0., 0., 0., 1.]]]])    # [1, 2, 2, 4]
+    mask = torch.ones(1, 2, 4)
+    A_all, parts_all = advantages.rtt_advantages(scores, relevance, mask)
+    A_rel, parts_rel = advantages.rtt_advantages(scores, relevance, mask, credit="relevant")
+    assert torch.equal(parts_all["response_adv"], parts_rel["response_adv"])
+    # response 0, token 1 matters to neither constraint: the failed one pushed it up, the met one down; now 0
+    assert parts_all["normed"][0, 0, 0, 1] > 0 and parts_all["normed"][0, 0, 1, 1] < 0
+    assert parts_rel["token_adv"][0, 0, 1] == 0 and parts_rel["token_adv"][0, 0, 3] == 0
+    # relevant tokens keep the paper's value, averaged over the K = 2 constraints
+    assert parts_rel["token_adv"][0, 0, 0] == pytest.approx(float(parts_all["normed"][0, 0, 0, 0]) / 2)
+    assert parts_rel["token_adv"][0, 0, 2] == pytest.approx(float(parts_all["normed"][0, 0, 1, 2]) / 2)
+    assert not torch.equal(A_all, A_rel)
+    with pytest.raises(ValueError, match="credit"):
+        advantages.rtt_advantages(scores, relevance, mask, credit="relevant", reference_quirks=True)

@@ -180,7 +180,7 @@ def test_short_grid_dry_run_prints_12_train_commands_with_eval_during_training(c
     assert capsys.readouterr().out.count("--seed 7 ") == 1
     grid.main(["--grid", "diagnosis", "--dry-run"])                         # diagnosis: as it was committed
     diagnosis = capsys.readouterr().out.splitlines()
-    assert len(diagnosis) == 9 * 2 and all(" --eval-prompts 0 --steps 20 " in c and "--eval-every" not in c
+    assert len(diagnosis) == 10 * 2 and all(" --eval-prompts 0 --steps 20 " in c and "--eval-every" not in c
                                            for c in diagnosis)
 
 

@@ -121,6 +121,7 @@ def metrics(out):
     ["--algo", "rtt", "--relevance", "uniform"],
     ["--algo", "rtt", "--reference-quirks"],
     ["--algo", "rtt", "--eos-relevance", "exclude", "--decay", "linear"],
+    ["--algo", "rtt", "--token-credit", "relevant"],
     ["--algo", "grpo", "--kl", "0.1"],
     ["--algo", "rtt", "--lora", "4", "--kl", "0.1"],
 ])
@@ -403,3 +404,10 @@ def test_reading_path_script_measures_the_card_files():
     assert set(rows) >= {"train.py", "rollout.py", "judge.py", "discriminator.py", "advantages.py"}
     for name, cols in rows.items():    # a file's size, and the lines one step follows in it (a part of it)
         assert 0 < int(cols[2]) <= int(cols[1]), name
+
+
+def test_token_credit_relevant_is_refused_with_the_reference_quirks(tmp_path, tiny_dir, tiny_disc_dir):
+    with pytest.raises(errors.UsageError, match="--token-credit relevant"):
+        run(tmp_path, tiny_dir, "--steps", "1", "--discriminator", str(tiny_disc_dir), "--reference-quirks",
+            "--token-credit", "relevant")
+    assert not (tmp_path / "run").exists()                       # refused before any work
