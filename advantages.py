@@ -663,10 +663,9 @@ def rtt_advantages(scores: torch.Tensor, relevance: torch.Tensor, response_mask:
         raise ValueError(f"token normalisation must be 'intra' or 'inter', got {norm!r}")
     std_floor = (0.0 if reference_quirks else TOKEN_STD_FLOOR) if std_floor is None else std_floor
     eos = ("zero" if reference_quirks else "discriminator") if eos is None else eos
-    if eos not in EOS_MODES:
-        raise ValueError(f"eos must be one of {EOS_MODES}, got {eos!r}")
-    if credit not in CREDIT_MODES or (credit != "all" and reference_quirks):
-        raise ValueError(f"credit must be one of {CREDIT_MODES} ('all' with reference_quirks), got {credit!r}")
+    if eos not in EOS_MODES or credit not in CREDIT_MODES or (credit != "all" and reference_quirks):
+        raise ValueError(f"eos must be one of {EOS_MODES}, got {eos!r}; credit one of {CREDIT_MODES} ('all' with "
+                         f"reference_quirks), got {credit!r}")
     if stop_mask is None:
         stop_mask = torch.zeros(response_mask.shape, dtype=torch.bool, device=response_mask.device)   # none
     relevance = relevance.to(_float_dtype(scores, relevance))       # [.., G, K, T] bf16/int -> float32
