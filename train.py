@@ -40,6 +40,7 @@ import time
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 import advantages as adv
 import discriminator
@@ -293,7 +294,6 @@ def main(argv=None):
 
     # --- the loop
     entropy_ref = {"uniform": math.log(run.model.config.vocab_size), "start": None}   # for the collapse check
-    from tqdm import tqdm
     bar = tqdm(range(run.start_step, args.steps), initial=run.start_step, total=args.steps,
                disable=args.no_progress, desc="RTT" if args.algo == "rtt" else "GRPO", dynamic_ncols=True)
     G, done = args.group_size, run.start_step
