@@ -20,6 +20,7 @@ step, mean ± sample std over seeds; report.md links it.
 """
 import argparse
 import json
+import warnings
 from pathlib import Path
 from typing import NamedTuple
 
@@ -245,9 +246,12 @@ def plot(results: Path) -> Path:
                              for r in runs], dtype=float)                                 # [seeds, steps]
             if np.isnan(vals).all():
                 continue                                                                  # GRPO: no token term
-            ax.plot(range(1, n + 1), np.nanmean(vals, 0), color=f"C{i}", label=v)
-            if len(runs) > 1:
-                ax.fill_between(range(1, n + 1), np.nanmin(vals, 0), np.nanmax(vals, 0), color=f"C{i}", alpha=0.15)
+            with warnings.catch_warnings():   # a step where no seed's response stopped has no EOS value: a gap
+                warnings.simplefilter("ignore", RuntimeWarning)
+                ax.plot(range(1, n + 1), np.nanmean(vals, 0), color=f"C{i}", label=v)
+                if len(runs) > 1:
+                    ax.fill_between(range(1, n + 1), np.nanmin(vals, 0), np.nanmax(vals, 0), color=f"C{i}",
+                                    alpha=0.15)
     for ax, title in zip(axes, ("sampled responses cut off at the cap", "token advantage on EOS (RTT)",
                                 "constraints met by sampled responses (CSR)")):
         ax.set_title(title, fontsize=10), ax.set_xlabel("step"), ax.grid(alpha=0.3)

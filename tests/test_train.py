@@ -411,3 +411,19 @@ def test_token_credit_relevant_is_refused_with_the_reference_quirks(tmp_path, ti
         run(tmp_path, tiny_dir, "--steps", "1", "--discriminator", str(tiny_disc_dir), "--reference-quirks",
             "--token-credit", "relevant")
     assert not (tmp_path / "run").exists()                       # refused before any work
+
+
+def test_uniform_relevance_trains_exactly_like_grpo(tmp_path, tiny_dir):
+    """The ablation 'every token relevant' has no token term under intra normalisation (each constraint's row is
+    constant, so centring zeroes it): two steps of it give GRPO's weights with the same response reward, bit for
+    bit. This is why the diagnosis grid runs no uniform variant: its row would be GRPO-AON's. (CSR, 48 tokens and a
+    hot sampler here: with fewer the tiny model's groups all get one reward, and nothing would move.)"""
+    flags = ["--steps", "2", "--eval-prompts", "0", "--seed", "7", "--union", "csr", "--group-size", "4",
+             "--max-new-tokens", "48", "--temperature", "2.0"]
+    grpo = run(tmp_path, tiny_dir, *flags, "--algo", "grpo", name="grpo")
+    rtt = run(tmp_path, tiny_dir, *flags, "--algo", "rtt", "--norm", "intra", "--relevance", "uniform", name="rtt")
+    wg, wr, w0 = (weights(grpo / "checkpoints" / "step_000002"), weights(rtt / "checkpoints" / "step_000002"),
+                  weights(tiny_dir))
+    assert any(not torch.equal(wg[k], w0[k]) for k in wg)            # training moved the weights
+    for k in wg:
+        assert torch.equal(wg[k], wr[k]), k
