@@ -75,7 +75,7 @@ def group_advantages(all_scores, relevance, mask, stop, rows: slice, G: int, alg
       - inter-sample normalisation (§5 baseline) and the released code's reshape defect (reference_quirks) mix the
         rows of a group: `gather_cube(relevance, mask, stop)` must return the whole batch's (relevance [B_all, K, T'],
         mask [B_all, T'], stop [B_all, T']) padded to a common T' (None: refused).
-    rtt_flags: rtt_advantages's union, norm, combine, weight, reference_quirks, std_floor, eos.
+    rtt_flags: rtt_advantages's union, norm, combine, weight, reference_quirks, std_floor, eos, credit.
     Returns float32 [b, T], 0 on padded tokens.
     """
     B_all, K = all_scores.shape
@@ -115,12 +115,16 @@ class RTTGRPOTrainer(GRPOTrainer):
 
     def __init__(self, *, rubric_prompts, judge, discriminator=None, algo="rtt", union="aon", norm="intra",
                  combine="add", token_weight=0.5, relevance="discriminator", reference_quirks=False,
-                 token_std_floor=None, eos_relevance=None, disc_batch_tokens=None, relevance_seed=0,
-                 args: GRPOConfig, processing_class, **kwargs):
+                 token_std_floor=None, eos_relevance=None, token_credit="all", disc_batch_tokens=None,
+                 relevance_seed=0, args: GRPOConfig, processing_class, **kwargs):
         refuse_settings(args, algo)
+        if token_credit != "all" and reference_quirks:
+            raise RefusedSetting(f"--token-credit {token_credit} is ours; --reference-quirks reproduces the released "
+                                 "code, which credits every token")
         self.rubric_prompts, self.judge, self.algo, self.relevance_source = rubric_prompts, judge, algo, relevance
         self.rtt_flags = dict(union=union, norm=norm, combine=combine, weight=token_weight,
-                              reference_quirks=reference_quirks, std_floor=token_std_floor, eos=eos_relevance)
+                              reference_quirks=reference_quirks, std_floor=token_std_floor, eos=eos_relevance,
+                              credit=token_credit)
         self.disc_batch_tokens, self.relevance_seed = disc_batch_tokens, relevance_seed
         self.num_constraints = max(len(p.rubrics) for p in rubric_prompts)    # K: one width on every process
         self.disc = None
@@ -271,6 +275,9 @@ def parse_args(argv=None):
                         "--reference-quirks); 0 = the paper's formula as printed")
     g.add_argument("--eos-relevance", choices=adv.EOS_MODES, default=None,
                    help="relevance of the stop token: as rated (default), zero (released code) or excluded")
+    g.add_argument("--token-credit", choices=adv.CREDIT_MODES, default="all",
+                   help="tokens a constraint's normalised reward reaches: all (the paper) or only its relevant ones "
+                        "(ours, train.py --token-credit)")
     g.add_argument("--group-size", type=int, default=8, help="G, responses per prompt = num_generations (paper 8)")
     g.add_argument("--prompts-per-step", type=int, default=2, help="P, prompts per rollout over all processes (paper 64)")
     g.add_argument("--temperature", type=float, default=0.99, help="sampling temperature (paper 0.99)")
@@ -400,7 +407,8 @@ def main(argv=None):
             rubric_prompts=prompts, judge=judge, discriminator=disc, algo=args.algo, union=args.union,
             norm=args.norm, combine=args.combine, token_weight=args.token_weight, relevance=args.relevance,
             reference_quirks=args.reference_quirks, token_std_floor=args.token_std_floor,
-            eos_relevance=args.eos_relevance, disc_batch_tokens=args.disc_batch_tokens, relevance_seed=args.seed)
+            eos_relevance=args.eos_relevance, token_credit=args.token_credit,
+            disc_batch_tokens=args.disc_batch_tokens, relevance_seed=args.seed)
     except (RefusedSetting, RuntimeError) as e:
         raise SystemExit(f"error: {e}")
     trainer.train()

@@ -113,7 +113,8 @@ def test_two_processes_give_the_same_advantages_as_one(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     parts = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
     assert parts[0]["world"] == 2
-    for name, flags in TWO_PROCESS_CASES.items():     # intra, inter (gathered cube), quirks, grpo
+    references = {}
+    for name, flags in TWO_PROCESS_CASES.items():     # intra, inter (gathered cube), quirks, grpo, credit-relevant
         two = {**parts[0]["results"][name], **parts[1]["results"][name]}
         assert len(parts[0]["results"][name]) == len(parts[1]["results"][name]) == len(PROMPT_ROWS) // 2
         trainer = make_trainer(**flags)
@@ -124,6 +125,10 @@ def test_two_processes_give_the_same_advantages_as_one(tmp_path):
         for tokens in reference:
             torch.testing.assert_close(two[tokens], one[tokens], atol=1e-6, rtol=1e-6)
             torch.testing.assert_close(one[tokens], reference[tokens].float(), atol=1e-5, rtol=1e-5)
+        references[name] = reference
+    # --token-credit relevant reaches the trainer: its advantages are not intra's
+    intra, relevant_only = references["intra"], references["credit-relevant"]
+    assert any(not torch.allclose(intra[t], relevant_only[t]) for t in intra)
 
 
 def test_group_advantages_refuse_inter_without_the_gathered_cube():
@@ -142,6 +147,7 @@ def test_group_advantages_refuse_inter_without_the_gathered_cube():
 @pytest.mark.parametrize("setting, message", [
     (dict(importance_sampling_level="sequence"), "GSPO"),
     (dict(loss_type="cispo"), "token-level"),
+    (dict(reference_quirks=True, token_credit="relevant"), "--token-credit relevant"),
 ])
 def test_settings_that_change_rtt_are_refused(setting, message):
     from scale.trl_rtt import RefusedSetting

@@ -24,7 +24,8 @@ G = 4                                   # responses per prompt in every test
 MAX_NEW = 10                            # max_completion_length
 PROMPT_ROWS = [0] * G + [1] * G + [2] * G   # one fixed generation batch: 3 groups, 12 rows, prompt-major
 TWO_PROCESS_CASES = {"intra": dict(norm="intra"), "inter": dict(norm="inter", eos_relevance="zero"),
-                     "quirks": dict(reference_quirks=True), "grpo-csr": dict(algo="grpo", union="csr")}
+                     "quirks": dict(reference_quirks=True), "grpo-csr": dict(algo="grpo", union="csr"),
+                     "credit-relevant": dict(norm="intra", token_credit="relevant")}
 
 
 def rubric_prompts():
@@ -82,7 +83,7 @@ def make_trainer(tok=None, judge=None, discriminator="tiny", seed=0, **kw):
     from scale.trl_rtt import RTTGRPOTrainer
     tok = tok or tiny_tokenizer()
     rtt_keys = ("algo", "union", "norm", "combine", "token_weight", "relevance", "reference_quirks",
-                "token_std_floor", "eos_relevance")
+                "token_std_floor", "eos_relevance", "token_credit")
     rtt = {k: kw.pop(k) for k in rtt_keys if k in kw}
     prompts = rubric_prompts()
     dataset = Dataset.from_list([{"prompt": p.messages, "prompt_id": i} for i, p in enumerate(prompts)])
@@ -107,7 +108,7 @@ def generation_batch(trainer, rows=PROMPT_ROWS):
 def reference_advantages(trainer, **flags):
     """What train.py computes for the whole fixed batch in one process: advantages.rtt_advantages on [P, G, K, T]
     (or grpo_advantages), from the same verdicts and relevance. flags: the trainer's keywords (algo, union, norm,
-    reference_quirks, eos_relevance). Returns {response token ids: advantage row}."""
+    reference_quirks, eos_relevance, token_credit). Returns {response token ids: advantage row}."""
     import advantages as adv
     import discriminator as disc_lib
     tok, prompts = trainer.processing_class, trainer.rubric_prompts
@@ -132,7 +133,8 @@ def reference_advantages(trainer, **flags):
         A, _ = adv.rtt_advantages(scores.view(P, G, K), w.view(P, G, K, T), mask.view(P, G, T),
                                   union=flags.get("union", "aon"), norm=flags.get("norm", "intra"),
                                   reference_quirks=flags.get("reference_quirks", False),
-                                  stop_mask=stop.view(P, G, T), eos=flags.get("eos_relevance"))
+                                  stop_mask=stop.view(P, G, T), eos=flags.get("eos_relevance"),
+                                  credit=flags.get("token_credit", "all"))
         A = A.view(B, T)
     return {tuple(r): A[b, :len(r)] for b, r in enumerate(responses)}
 
