@@ -135,6 +135,7 @@ def cmd_train(args):
     train_rows, eval_rows = split_by_prompt(rows, args.eval_frac, args.seed)
     print(f"{len(rows)} rows: {len(train_rows)} train / {len(eval_rows)} eval, split by prompt")
     cfg = _train_config(args)
+    torch.manual_seed(args.seed)   # the new head is drawn here: the same --seed gives the same discriminator
     model = models.load_token_classifier(backbone, device=args.device)
     counts = {}
     examples = discriminator.encode_rows(tok, train_rows, cfg.max_len, counts)

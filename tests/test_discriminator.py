@@ -317,6 +317,10 @@ def test_cli_train_eval_show_smoke(tiny_dir, tiny_tok, tmp_path):
               "--lr", "1e-3", "--eval-frac", "0.25")
     assert "saved to" in txt and (out / "config.json").exists()
     assert json.loads((out / "config.json").read_text())["rtt_head_trained"] is True
+    again = tmp_path / "disc-again"                               # the same command again: the same weights
+    run("train", "--labels", str(labels), "--policy", str(tiny_dir), "--out", str(again), "--epochs", "1",
+        "--lr", "1e-3", "--eval-frac", "0.25")
+    assert (out / "model.safetensors").read_bytes() == (again / "model.safetensors").read_bytes()
     txt = run("eval", "--model", str(out), "--labels", str(labels), "--split", "all")
     assert "keywords:existence" in txt and "AUROC" in txt
     txt = run("show", "--model", str(out), "--criterion", "Include keywords ['cabin'].", "--text", "A cabin.",
