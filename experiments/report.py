@@ -11,7 +11,8 @@ resamples prompts (the same prompts for both sides: paired) and each side's seed
 policies on IFEval (results/GRID/LABEL/eval-ifeval/), the same columns for IFEval: both levels, and the
 instruction-level difference to the base model and to the reference variant. Training figures per variant
 (means over the last 5 steps, then over seeds): share of sampled responses cut off at the token cap, token
-advantage on EOS, |A_res| and lambda*|A_tok| per token, share of groups with zero reward spread.
+advantage on EOS, |A_res| and lambda*|A_tok| per token, share of groups with zero reward spread. Below the table,
+the held-out constraints met per family (instruction id), base model and each variant: where a variant won or lost.
 
 Figures: curves.png (per step, mean over seeds, min..max band: share cut off, A_tok on EOS, training CSR) and, where
 the runs evaluated during training (the "eval" rows of metrics.jsonl, e.g. the short grid), learning_curves.png:
@@ -130,6 +131,29 @@ def paired_delta(bench: Verdicts, variant: str, against: str, level: str) -> str
     return f"{signed(point)} [{signed(lo)}, {signed(hi)}]"
 
 
+def family_rates(results: Path, label: str, folder: str = "eval") -> dict:
+    """instruction id -> (met, n): constraints of that family met, and asked, in results/LABEL/FOLDER's verdicts."""
+    rates = {}
+    for row in read_jsonl(results / label / folder / "verdicts.jsonl"):
+        for family, met in zip(row["instruction_id_list"], row["follow_instruction_list_strict"]):
+            m, n = rates.get(family, (0, 0))
+            rates[family] = (m + met, n + 1)
+    return rates
+
+
+def family_table(results: Path, heldout: Verdicts) -> list:
+    """Markdown lines: per constraint family, the share met by the base model and by each variant (mean over its
+    seeds), on the held-out prompts. Where a variant won or lost shows here."""
+    policies = {"base": ["base"], **heldout.seeds}
+    rates = {name: [family_rates(results, label) for label in labels] for name, labels in policies.items()}
+    families = sorted(rates["base"][0])
+    lines = [markdown_row(["family", "n", *policies]), "|" + "|".join(["---", "---:", *["---:"] * len(policies)]) + "|"]
+    for family in families:
+        cells = [f"{100 * np.mean([r[family][0] / r[family][1] for r in runs]):.0f}" for runs in rates.values()]
+        lines.append(markdown_row([family, str(rates["base"][0][family][1]), *cells]))
+    return lines
+
+
 def markdown_row(cells: list) -> str:
     return "| " + " | ".join(cells) + " |"
 
@@ -221,6 +245,9 @@ def report(results: Path, reference: str) -> str:
     if ifeval and "base-ifeval" in grid["commands"]:
         lines += [f"- IFEval (base; a trained policy: the same with `--model` its final checkpoint): "
                   f"`{grid['commands']['base-ifeval']}`"]
+    if heldout.base is not None:
+        lines += ["", "Constraints met per family on the held-out prompts (strict, %, mean over seeds; n = constraints "
+                      "of that family):", "", *family_table(results, heldout)]
     curves = learning_curve_data(results, variants)
     if curves:
         n = sorted({r["eval_n"] for c in curves.values() for run in c["eval_rows"] for r in run if "eval_n" in r})

@@ -238,7 +238,8 @@ def test_short_grid_adds_ifeval_in_a_later_sitting_and_keeps_it_under_eval_ifeva
 def _write_verdicts(folder: Path, met: list):
     """verdicts.jsonl as evaluate.py writes it (the fields report.py reads): met[i] = strict verdicts of prompt i."""
     folder.mkdir(parents=True)
-    (folder / "verdicts.jsonl").write_text("".join(json.dumps({"key": f"k{i}", "follow_instruction_list_strict": m})
+    (folder / "verdicts.jsonl").write_text("".join(json.dumps({"key": f"k{i}", "follow_instruction_list_strict": m,
+                                                               "instruction_id_list": ["a", "b", "c"][:len(m)]})
                                                    + "\n" for i, m in enumerate(met)))
     (folder / "metrics.json").write_text("{}\n")
 
@@ -290,6 +291,8 @@ def test_report_of_a_short_grid_has_ifeval_columns_and_learning_curves(tmp_path)
            "`python evaluate.py --model m --bench ifeval --max-new-tokens 64 --out OUT`" in md
     assert "- `rtt`: `python train.py --algo rtt --seed 1 --eval-every 2`" in md
     assert "first 2 held-out prompts" in md and "![learning curves](learning_curves.png)" in md
+    assert "| family | n | base | grpo-aon | rtt |" in md                 # per family: base, mean over seeds
+    assert "| a | 2 | 100 | 100 | 100 |" in md and "| b | 2 | 0 | 50 | 50 |" in md
     assert (results / "learning_curves.png").stat().st_size > 0 and (results / "curves.png").stat().st_size > 0
     runs = [report.read_jsonl(results / f"rtt-seed{s}" / "metrics.jsonl") for s in (1, 2)]
     steps, mean, sd = report.over_seeds([[r for r in rows if r["kind"] == "eval"] for rows in runs], "eval_aon")
