@@ -427,3 +427,53 @@ def test_uniform_relevance_trains_exactly_like_grpo(tmp_path, tiny_dir):
     assert any(not torch.equal(wg[k], w0[k]) for k in wg)            # training moved the weights
     for k in wg:
         assert torch.equal(wg[k], wr[k]), k
+
+
+def test_failed_constraint_lowers_exactly_its_relevant_tokens_end_to_end(tmp_path, tiny_dir, tiny_disc_dir,
+                                                                         monkeypatch):
+    """Discriminator output -> loss, with nothing faked in between: a planted relevance (constraint 0 relevant on
+    every other token of each response, nothing else relevant) and a judge that fails constraint 0 everywhere (so
+    every group ties under AON and only the token term moves the policy). One RTT update must lower the log-probs of
+    the relevant tokens and raise the others, on the very tokens sampled. A sign flip, or relevance shifted by one
+    token against the log-probs, breaks the assert (both were tried)."""
+    import discriminator
+    import judge
+    from transformers import AutoModelForCausalLM
+    seen = {}
+
+    def planted(model, tok, response_ids, mask, criteria, K, batch_tokens=None):
+        w = torch.zeros(*mask.shape[:1], K, mask.shape[1])                              # [B, K, T]
+        for b, n in enumerate(mask.sum(1).tolist()):
+            w[b, 0, 0:n:2] = 1.0                                                        # every other token
+        seen["relevant"] = w[:, 0].bool()                                                # [B, T]
+        return w
+
+    def fail_first(self, prompts, responses, prompt_index):
+        K = max(len(p.rubrics) for p in prompts)
+        scores = torch.ones(len(responses), K, dtype=torch.int8)                      # [B, K]
+        scores[:, 0] = -1
+        return scores, {}
+
+    def recorded(*args, **kwargs):
+        seen["rollout"] = rollout = generate_rollout(*args, **kwargs)
+        return rollout
+
+    monkeypatch.setattr(discriminator, "relevance", planted)
+    monkeypatch.setattr(judge.Judge, "score", fail_first)
+    monkeypatch.setattr(train, "generate_rollout", recorded)
+    out = run(tmp_path, tiny_dir, "--steps", "1", "--eval-prompts", "0", "--discriminator", str(tiny_disc_dir),
+              "--algo", "rtt", "--norm", "intra", "--union", "aon", "--mini-batches", "1", "--max-new-tokens", "16",
+              "--lr", "1e-4")
+    rollout = seen["rollout"]
+    mask = rollout.response_mask.bool()                                                  # [B, T]
+    relevant, other = seen["relevant"] & mask, ~seen["relevant"] & mask
+    assert relevant.any() and other.any()
+    change = []
+    for folder in (tiny_dir, out / "checkpoints" / "step_000001"):
+        policy = AutoModelForCausalLM.from_pretrained(folder).eval()
+        with torch.no_grad():
+            logp, _ = train.response_logprobs(policy, rollout.prompt_ids, rollout.prompt_mask, rollout.response_ids,
+                                              rollout.response_mask)                 # [B, T]
+        change.append(logp)
+    delta = change[1] - change[0]                                                        # [B, T]
+    assert delta[relevant].mean() < 0 < delta[other].mean()
