@@ -634,8 +634,9 @@ def rtt_advantages(scores: torch.Tensor, relevance: torch.Tensor, response_mask:
         eos: what the stop token's relevance is. "discriminator" (ours): as rated, like any other token; "zero":
             0, as in the released code; "exclude": the stop token is left out of the token normalisation and gets
             A_tok = 0 (it keeps A_res). None: "zero" with reference_quirks, else "discriminator".
-        credit: which tokens a constraint's normalised reward reaches. "all" (the paper): every token of the
-            response; "relevant" (ours): only those with w >= RELEVANT (relevant_only). Not with reference_quirks.
+        credit: which tokens a constraint's normalised reward reaches. "all" (the paper, the formula as printed):
+            every token of the response; "relevant" (ours, and train.py's default): only those with w >= RELEVANT
+            (relevant_only). Not with reference_quirks.
     Returns:
         (A [.., G, T], parts) where parts holds the intermediate tensors: "rewards" [.., G], "response_adv" [.., G],
         "relevance" [.., G, K, T] (as used, after truncation if reference_quirks), "token_rewards" [.., G, K, T],

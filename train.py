@@ -88,10 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="relevance of the stop token: as the discriminator rates it (ours), zero (the released "
                         "code: the stop token then takes about -sqrt(n-1)*s), or exclude it from the token advantage "
                         "(it keeps A_res) (default: discriminator; zero with --reference-quirks)")
-    g.add_argument("--token-credit", choices=adv.CREDIT_MODES, default="all",
-                   help="which tokens a constraint's normalised token reward reaches: all (the paper), or only the "
-                        "relevant ones (w >= 0.5; ours: a failed constraint then no longer pushes up the tokens "
-                        "that do not matter to it)")
+    g.add_argument("--token-credit", choices=adv.CREDIT_MODES, default=None,
+                   help="which tokens a constraint's normalised token reward reaches: only the relevant ones (w >= "
+                        "0.5; ours, so a failed constraint no longer pushes up the tokens that do not matter to it: "
+                        "README 'Why RTT lost the pilot'), or all, the paper's formula as printed (default: relevant; "
+                        "all with --reference-quirks)")
     g.add_argument("--curriculum", choices=["none", "constraints"], default="none",
                    help="prompt order: none (the paper's: shuffled), or constraints: easy to hard over the number "
                         "of constraints, K <= 1 first, then <= 2, ... in equal stages (Conifer; not in the paper)")

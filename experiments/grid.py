@@ -67,6 +67,7 @@ def every_row(row: dict) -> bool:
 
 FILTERS = {"short64": short64, "all": every_row}
 RTT = ["--algo", "rtt", "--norm", "intra"]
+RTT_PAPER = RTT + ["--token-credit", "all"]   # the paper's credit, every token: train.py's default until the diagnosis
 HELDOUT = "{heldout}"   # in a grid's train_eval_flags: the filtered copy of its held-out file (runs/GRID/data/)
 # What a grid definition holds:
 #   filter           a FILTERS key; the train and held-out files are filtered into runs/GRID/data/
@@ -87,14 +88,14 @@ GRIDS = {
         "train_eval_flags": ["--eval-prompts", "0"], "seeds": [42, 1], "extra_benches": [],
         "variants": {  # in the order they are run: the comparison first, then the ablations
             "grpo-aon": ["--algo", "grpo", "--union", "aon"],
-            "rtt": RTT,
-            "rtt-eos-exclude": RTT + ["--eos-relevance", "exclude"],
-            "rtt-eos-zero": RTT + ["--eos-relevance", "zero"],
-            "rtt-random": RTT + ["--relevance", "random"],
-            "rtt-lambda0.1": RTT + ["--token-weight", "0.1"],
-            "rtt-csr": RTT + ["--union", "csr"],
+            "rtt": RTT_PAPER,
+            "rtt-eos-exclude": RTT_PAPER + ["--eos-relevance", "exclude"],
+            "rtt-eos-zero": RTT_PAPER + ["--eos-relevance", "zero"],
+            "rtt-random": RTT_PAPER + ["--relevance", "random"],
+            "rtt-lambda0.1": RTT_PAPER + ["--token-weight", "0.1"],
+            "rtt-csr": RTT_PAPER + ["--union", "csr"],
             "grpo-csr": ["--algo", "grpo", "--union", "csr"],
-            "rtt-lambda0.25": RTT + ["--token-weight", "0.25"],
+            "rtt-lambda0.25": RTT_PAPER + ["--token-weight", "0.25"],
             "rtt-credit-relevant": RTT + ["--token-credit", "relevant"],   # the remedy: no push on irrelevant tokens
         },
     },

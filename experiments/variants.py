@@ -29,13 +29,14 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+PAPER_CREDIT = ["--token-credit", "all"]   # every token, as printed: what these runs used (train.py's default then)
 VARIANTS = {  # name -> train.py flags; everything else is the same for all of them
     "grpo-aon": ["--algo", "grpo", "--union", "aon"],
     "grpo-csr": ["--algo", "grpo", "--union", "csr"],
-    "rtt-intra": ["--algo", "rtt", "--norm", "intra"],
-    "rtt-inter": ["--algo", "rtt", "--norm", "inter"],
-    "rtt-random": ["--algo", "rtt", "--norm", "intra", "--relevance", "random"],
-    "rtt-intra-nofloor": ["--algo", "rtt", "--norm", "intra", "--token-std-floor", "0"],   # the formula as printed
+    "rtt-intra": ["--algo", "rtt", "--norm", "intra", *PAPER_CREDIT],
+    "rtt-inter": ["--algo", "rtt", "--norm", "inter", *PAPER_CREDIT],
+    "rtt-random": ["--algo", "rtt", "--norm", "intra", "--relevance", "random", *PAPER_CREDIT],
+    "rtt-intra-nofloor": ["--algo", "rtt", "--norm", "intra", "--token-std-floor", "0", *PAPER_CREDIT],  # as printed
 }
 METRICS = ("all_constraints_met_rate", "constraint_rate")
 IFEVAL_METRICS = ("prompt_level_strict_acc", "inst_level_strict_acc")

@@ -115,9 +115,11 @@ class RTTGRPOTrainer(GRPOTrainer):
 
     def __init__(self, *, rubric_prompts, judge, discriminator=None, algo="rtt", union="aon", norm="intra",
                  combine="add", token_weight=0.5, relevance="discriminator", reference_quirks=False,
-                 token_std_floor=None, eos_relevance=None, token_credit="all", disc_batch_tokens=None,
+                 token_std_floor=None, eos_relevance=None, token_credit=None, disc_batch_tokens=None,
                  relevance_seed=0, args: GRPOConfig, processing_class, **kwargs):
         refuse_settings(args, algo)
+        if token_credit is None:      # train.py's default: relevant tokens only (ours); all with the quirks
+            token_credit = "all" if reference_quirks else "relevant"
         if token_credit != "all" and reference_quirks:
             raise RefusedSetting(f"--token-credit {token_credit} is ours; --reference-quirks reproduces the released "
                                  "code, which credits every token")
@@ -275,9 +277,9 @@ def parse_args(argv=None):
                         "--reference-quirks); 0 = the paper's formula as printed")
     g.add_argument("--eos-relevance", choices=adv.EOS_MODES, default=None,
                    help="relevance of the stop token: as rated (default), zero (released code) or excluded")
-    g.add_argument("--token-credit", choices=adv.CREDIT_MODES, default="all",
-                   help="tokens a constraint's normalised reward reaches: all (the paper) or only its relevant ones "
-                        "(ours, train.py --token-credit)")
+    g.add_argument("--token-credit", choices=adv.CREDIT_MODES, default=None,
+                   help="tokens a constraint's normalised reward reaches: only its relevant ones (ours, default) or "
+                        "all (the paper as printed; default with --reference-quirks); train.py --token-credit")
     g.add_argument("--group-size", type=int, default=8, help="G, responses per prompt = num_generations (paper 8)")
     g.add_argument("--prompts-per-step", type=int, default=2, help="P, prompts per rollout over all processes (paper 64)")
     g.add_argument("--temperature", type=float, default=0.99, help="sampling temperature (paper 0.99)")

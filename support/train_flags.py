@@ -89,6 +89,8 @@ RESUME_MAY_CHANGE = {"out", "steps", "device", "threads", "no_progress", "save_e
                      "eval_every", "eval_prompts", "eval_data", "micro_batch_tokens", "disc_batch_tokens",
                      "grad_checkpointing", "judge_url"}
 PER_INVOCATION = {"resume", "stop_after", "overwrite", "plot"}
+# What a run saved before a setting existed ran with, where that is not today's default: resuming it keeps it.
+SAVED_BEFORE_IT_EXISTED = {"token_credit": "all"}   # --token-credit came with "all" only; its default is now relevant
 
 
 def settings_for_resume(args, saved: dict, given: set, where: str):
@@ -96,9 +98,11 @@ def settings_for_resume(args, saved: dict, given: set, where: str):
 
     A flag given again with the saved value is fine; with another value it is refused, because it would change the
     algorithm, the data order or the shapes half-way through a run. Settings that did not exist when the run was
-    saved take their current default.
+    saved take their current default, or what the run ran with where the default has changed since
+    (SAVED_BEFORE_IT_EXISTED).
     """
     merged = {**vars(args), **{k: v for k, v in saved.items() if k in vars(args) and k not in PER_INVOCATION}}
+    merged.update({k: v for k, v in SAVED_BEFORE_IT_EXISTED.items() if k not in saved and k not in given})
     for k in sorted(given):
         new, old = getattr(args, k), saved.get(k)
         if k == "steps" and new != old and (merged["decay"] != "constant" or merged["curriculum"] != "none"):

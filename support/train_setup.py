@@ -70,6 +70,8 @@ def settings(args, argv, parser):
         args.token_std_floor = 0.0 if args.reference_quirks else adv.TOKEN_STD_FLOOR
     if args.eos_relevance is None:
         args.eos_relevance = "zero" if args.reference_quirks else "discriminator"
+    if args.token_credit is None:     # ours: the relevant tokens only; the paper's formula and the released code: all
+        args.token_credit = "all" if args.reference_quirks else "relevant"
     check_settings(args)
     return args, out, device, resume_ckpt, trainer_state
 

@@ -121,7 +121,7 @@ def metrics(out):
     ["--algo", "rtt", "--relevance", "uniform"],
     ["--algo", "rtt", "--reference-quirks"],
     ["--algo", "rtt", "--eos-relevance", "exclude", "--decay", "linear"],
-    ["--algo", "rtt", "--token-credit", "relevant"],
+    ["--algo", "rtt", "--token-credit", "all"],
     ["--algo", "grpo", "--kl", "0.1"],
     ["--algo", "rtt", "--lora", "4", "--kl", "0.1"],
 ])
@@ -434,7 +434,8 @@ def test_failed_constraint_lowers_exactly_its_relevant_tokens_end_to_end(tmp_pat
     """Discriminator output -> loss, with nothing faked in between: a planted relevance (constraint 0 relevant on
     every other token of each response, nothing else relevant) and a judge that fails constraint 0 everywhere (so
     every group ties under AON and only the token term moves the policy). One RTT update must lower the log-probs of
-    the relevant tokens and raise the others, on the very tokens sampled. A sign flip, or relevance shifted by one
+    the relevant tokens and raise the others (the paper's credit, --token-credit all), on the very tokens sampled. A
+    sign flip, or relevance shifted by one
     token against the log-probs, breaks the assert (both were tried)."""
     import discriminator
     import judge
@@ -463,7 +464,7 @@ def test_failed_constraint_lowers_exactly_its_relevant_tokens_end_to_end(tmp_pat
     monkeypatch.setattr(train, "generate_rollout", recorded)
     out = run(tmp_path, tiny_dir, "--steps", "1", "--eval-prompts", "0", "--discriminator", str(tiny_disc_dir),
               "--algo", "rtt", "--norm", "intra", "--union", "aon", "--mini-batches", "1", "--max-new-tokens", "16",
-              "--lr", "1e-4")
+              "--lr", "1e-4", "--token-credit", "all")
     rollout = seen["rollout"]
     mask = rollout.response_mask.bool()                                                  # [B, T]
     relevant, other = seen["relevant"] & mask, ~seen["relevant"] & mask
@@ -477,3 +478,22 @@ def test_failed_constraint_lowers_exactly_its_relevant_tokens_end_to_end(tmp_pat
         change.append(logp)
     delta = change[1] - change[0]                                                        # [B, T]
     assert delta[relevant].mean() < 0 < delta[other].mean()
+
+
+def test_token_credit_defaults_to_relevant_tokens_and_old_runs_resume_with_every_token(tmp_path, tiny_dir,
+                                                                                       tiny_disc_dir):
+    """Ours by default (README 'Why RTT lost the pilot'), the paper's with --reference-quirks; a run saved before
+    --token-credit existed ran with every token credited, and resuming it keeps that."""
+    flags = ["--steps", "2", "--eval-prompts", "0", "--discriminator", str(tiny_disc_dir)]
+    new = run(tmp_path, tiny_dir, *flags, "--stop-after", "1", name="new")
+    assert json.loads((new / "config.json").read_text())["token_credit"] == "relevant"
+    quirks = run(tmp_path, tiny_dir, *flags, "--steps", "1", "--reference-quirks", name="quirks")
+    assert json.loads((quirks / "config.json").read_text())["token_credit"] == "all"
+    state_file = new / "checkpoints" / "step_000001" / "trainer_state.pt"
+    state = torch.load(state_file, weights_only=True)
+    del state["args"]["token_credit"]                                  # as a run saved before the flag existed
+    torch.save(state, state_file)
+    train.main(["--resume", str(new)])
+    rows = metrics(new)
+    assert [r["step"] for r in rows if r["kind"] == "train"] == [1, 2]
+    assert json.loads((new / "config.json").read_text())["token_credit"] == "all"

@@ -37,9 +37,10 @@ def grads(model) -> list:
 def test_loss_and_gradient_equal_train_ppo_clip_loss(loss_type):
     import train
     spg, iterations = 2, 2                          # 2 mini-batches per rollout, each rollout used twice
+    credit = dict(token_credit="all")               # every token has an advantage: every row moves the loss
     trainer = make_trainer(loss_type=loss_type, steps_per_generation=spg, num_iterations=iterations,
-                           per_device_train_batch_size=len(PROMPT_ROWS) // spg)
-    expected = reference_advantages(trainer)        # {response tokens: A row}, advantages.rtt_advantages
+                           per_device_train_batch_size=len(PROMPT_ROWS) // spg, **credit)
+    expected = reference_advantages(trainer, **credit)   # {response tokens: A row}, advantages.rtt_advantages
     model = trainer.model.train()
     trainer.current_gradient_accumulation_steps = 1
     batch = generation_batch(trainer)
@@ -114,7 +115,7 @@ def test_two_processes_give_the_same_advantages_as_one(tmp_path):
     parts = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
     assert parts[0]["world"] == 2
     references = {}
-    for name, flags in TWO_PROCESS_CASES.items():     # intra, inter (gathered cube), quirks, grpo, credit-relevant
+    for name, flags in TWO_PROCESS_CASES.items():     # intra, inter (gathered cube), quirks, grpo, paper-credit
         two = {**parts[0]["results"][name], **parts[1]["results"][name]}
         assert len(parts[0]["results"][name]) == len(parts[1]["results"][name]) == len(PROMPT_ROWS) // 2
         trainer = make_trainer(**flags)
@@ -126,9 +127,9 @@ def test_two_processes_give_the_same_advantages_as_one(tmp_path):
             torch.testing.assert_close(two[tokens], one[tokens], atol=1e-6, rtol=1e-6)
             torch.testing.assert_close(one[tokens], reference[tokens].float(), atol=1e-5, rtol=1e-5)
         references[name] = reference
-    # --token-credit relevant reaches the trainer: its advantages are not intra's
-    intra, relevant_only = references["intra"], references["credit-relevant"]
-    assert any(not torch.allclose(intra[t], relevant_only[t]) for t in intra)
+    # --token-credit reaches the trainer: the paper's credit (all tokens) is not the default (relevant tokens only)
+    relevant_only, every_token = references["intra"], references["paper-credit"]
+    assert any(not torch.allclose(relevant_only[t], every_token[t]) for t in relevant_only)
 
 
 def test_group_advantages_refuse_inter_without_the_gathered_cube():

@@ -25,7 +25,7 @@ MAX_NEW = 10                            # max_completion_length
 PROMPT_ROWS = [0] * G + [1] * G + [2] * G   # one fixed generation batch: 3 groups, 12 rows, prompt-major
 TWO_PROCESS_CASES = {"intra": dict(norm="intra"), "inter": dict(norm="inter", eos_relevance="zero"),
                      "quirks": dict(reference_quirks=True), "grpo-csr": dict(algo="grpo", union="csr"),
-                     "credit-relevant": dict(norm="intra", token_credit="relevant")}
+                     "paper-credit": dict(norm="intra", token_credit="all")}
 
 
 def rubric_prompts():
@@ -134,7 +134,8 @@ def reference_advantages(trainer, **flags):
                                   union=flags.get("union", "aon"), norm=flags.get("norm", "intra"),
                                   reference_quirks=flags.get("reference_quirks", False),
                                   stop_mask=stop.view(P, G, T), eos=flags.get("eos_relevance"),
-                                  credit=flags.get("token_credit", "all"))
+                                  credit=flags.get("token_credit", "all" if flags.get("reference_quirks") else
+                                                   "relevant"))                  # the trainer's default
         A = A.view(B, T)
     return {tuple(r): A[b, :len(r)] for b, r in enumerate(responses)}
 
