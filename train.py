@@ -30,7 +30,11 @@ How this departs from the released code (docs/method.md §10-11), and why:
      log-probs of the same forward pass (ratio exactly 1) instead of a second identical forward pass; only the
      later mini-batches get a no-grad pass before the first optimizer step;
   6. defaults sized to where the run happens (support/train_flags.py): on a CPU the main job (discriminator + RL)
-     must finish in under 30 minutes on 2 cores, so P=2, 64 new tokens, 5 steps, lr 1e-5; paper values in --help.
+     must finish in under 30 minutes on 2 cores, so P=2, 64 new tokens, 5 steps, lr 1e-5; paper values in --help;
+  7. a constraint's normalised token reward reaches only the tokens relevant to it (`--token-credit relevant`,
+     advantages.relevant_only): as printed, centring pushes up every token a failed constraint is not about, and
+     with most constraints failing that made RTT lose to GRPO (README "Why RTT lost the pilot"); `--token-credit
+     all` is the formula as printed.
 """
 import argparse
 import contextlib
