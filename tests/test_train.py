@@ -435,8 +435,7 @@ def test_failed_constraint_lowers_exactly_its_relevant_tokens_end_to_end(tmp_pat
     every other token of each response, nothing else relevant) and a judge that fails constraint 0 everywhere (so
     every group ties under AON and only the token term moves the policy). One RTT update must lower the log-probs of
     the relevant tokens and raise the others (the paper's credit, --token-credit all), on the very tokens sampled. A
-    sign flip, or relevance shifted by one
-    token against the log-probs, breaks the assert (both were tried)."""
+    sign flip, or relevance shifted by one token against the log-probs, breaks the assert (both were tried)."""
     import discriminator
     import judge
     from transformers import AutoModelForCausalLM
