@@ -608,7 +608,7 @@ def rtt_advantages(scores: torch.Tensor, relevance: torch.Tensor, response_mask:
                    union: str = "aon", norm: str = "intra", combine: str = "add", weight: float = 0.5,
                    reference_quirks: bool = False, eps: float = 1e-6, std_floor: float | None = None,
                    stop_mask: torch.Tensor | None = None, eos: str | None = None,
-                   credit: str = "all") -> tuple[torch.Tensor, dict]:
+                   credit: str | None = "all") -> tuple[torch.Tensor, dict]:
     """RTT-GRPO advantages, spec §3 -> §5 -> §6 in one call.
 
         R = response_rewards(s, union)                 A_res = grpo_advantages(R)
@@ -636,7 +636,7 @@ def rtt_advantages(scores: torch.Tensor, relevance: torch.Tensor, response_mask:
             A_tok = 0 (it keeps A_res). None: "zero" with reference_quirks, else "discriminator".
         credit: which tokens a constraint's normalised reward reaches. "all" (the paper, the formula as printed):
             every token of the response; "relevant" (ours, and train.py's default): only those with w >= RELEVANT
-            (relevant_only). Not with reference_quirks.
+            (relevant_only), not with reference_quirks. None: "all" with reference_quirks, else "relevant".
     Returns:
         (A [.., G, T], parts) where parts holds the intermediate tensors: "rewards" [.., G], "response_adv" [.., G],
         "relevance" [.., G, K, T] (as used, after truncation if reference_quirks), "token_rewards" [.., G, K, T],
@@ -664,6 +664,7 @@ def rtt_advantages(scores: torch.Tensor, relevance: torch.Tensor, response_mask:
         raise ValueError(f"token normalisation must be 'intra' or 'inter', got {norm!r}")
     std_floor = (0.0 if reference_quirks else TOKEN_STD_FLOOR) if std_floor is None else std_floor
     eos = ("zero" if reference_quirks else "discriminator") if eos is None else eos
+    credit = ("all" if reference_quirks else "relevant") if credit is None else credit
     if eos not in EOS_MODES or credit not in CREDIT_MODES or (credit != "all" and reference_quirks):
         raise ValueError(f"eos must be one of {EOS_MODES}, got {eos!r}; credit one of {CREDIT_MODES} ('all' with "
                          f"reference_quirks), got {credit!r}")

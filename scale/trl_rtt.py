@@ -118,9 +118,7 @@ class RTTGRPOTrainer(GRPOTrainer):
                  token_std_floor=None, eos_relevance=None, token_credit=None, disc_batch_tokens=None,
                  relevance_seed=0, args: GRPOConfig, processing_class, **kwargs):
         refuse_settings(args, algo)
-        if token_credit is None:      # train.py's default: relevant tokens only (ours); all with the quirks
-            token_credit = "all" if reference_quirks else "relevant"
-        if token_credit != "all" and reference_quirks:
+        if token_credit not in (None, "all") and reference_quirks:   # None: rtt_advantages picks train.py's default
             raise RefusedSetting(f"--token-credit {token_credit} is ours; --reference-quirks reproduces the released "
                                  "code, which credits every token")
         self.rubric_prompts, self.judge, self.algo, self.relevance_source = rubric_prompts, judge, algo, relevance

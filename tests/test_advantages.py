@@ -672,3 +672,7 @@ def test_credit_relevant_zeroes_the_push_on_irrelevant_tokens_and_keeps_the_rest
     assert not torch.equal(A_all, A_rel)
     with pytest.raises(ValueError, match="credit"):
         advantages.rtt_advantages(scores, relevance, mask, credit="relevant", reference_quirks=True)
+    # credit=None is train.py's default: relevant tokens only, or every token under the reference quirks
+    assert torch.equal(advantages.rtt_advantages(scores, relevance, mask, credit=None)[0], A_rel)
+    assert torch.equal(advantages.rtt_advantages(scores, relevance, mask, credit=None, reference_quirks=True)[0],
+                       advantages.rtt_advantages(scores, relevance, mask, credit="all", reference_quirks=True)[0])

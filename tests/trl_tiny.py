@@ -134,8 +134,7 @@ def reference_advantages(trainer, **flags):
                                   union=flags.get("union", "aon"), norm=flags.get("norm", "intra"),
                                   reference_quirks=flags.get("reference_quirks", False),
                                   stop_mask=stop.view(P, G, T), eos=flags.get("eos_relevance"),
-                                  credit=flags.get("token_credit", "all" if flags.get("reference_quirks") else
-                                                   "relevant"))                  # the trainer's default
+                                  credit=flags.get("token_credit"))           # None: the trainer's default
         A = A.view(B, T)
     return {tuple(r): A[b, :len(r)] for b, r in enumerate(responses)}
 
@@ -162,3 +161,6 @@ if __name__ == "__main__":  # the two-process worker: torchrun --nproc_per_node 
         output = trainer._generate_and_score_completions(generation_batch(trainer, rows))
         results[name] = advantages_by_response(output)
     torch.save({"world": world, "results": results}, out_dir / f"rank{rank}.pt")
+    if torch.distributed.is_initialized():   # leave the group before exit: otherwise gloo's threads can abort teardown
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
