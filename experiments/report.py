@@ -3,6 +3,7 @@ Tables and figures of a grid, rebuilt from its committed small outputs alone (re
 
     python experiments/report.py results/diagnosis                 # writes results/diagnosis/report.md + PNGs
     python experiments/report.py results/diagnosis --reference grpo-aon
+    python experiments/report.py results/short --contrast rtt rtt-random --contrast rtt grpo-csr
 
 Held-out metrics, per policy: instruction level = share of single constraints met (pooled over prompts), prompt
 level = share of prompts with every constraint met; strict, greedy. Per variant: mean ± sample std over its seeds,
@@ -16,8 +17,9 @@ the held-out constraints met per family (instruction id), base model and each va
 
 Figures: curves.png (per step, mean over seeds, min..max band: share cut off, A_tok on EOS, training CSR) and, where
 the runs evaluated during training (the "eval" rows of metrics.jsonl, e.g. the short grid), learning_curves.png:
-train.py's greedy held-out all-met rate per evaluation step and the share of groups with zero reward spread per
-step, mean ± sample std over seeds; report.md links it.
+train.py's greedy held-out all-met and constraints-met rates per evaluation step and the share of groups with zero
+reward spread (a 5-step trailing mean), mean ± sample std over seeds; report.md links it. `--contrast A B` adds the
+paired differences A - B (e.g. RTT against RTT with random relevance: does the discriminator matter?).
 """
 import argparse
 import json
@@ -28,6 +30,7 @@ from typing import NamedTuple
 import numpy as np
 
 N_BOOT = 10_000
+SMOOTH = 5   # steps in the trailing mean of the zero-spread share (learning_curves.png)
 
 
 def read_jsonl(path: Path) -> list:
@@ -204,9 +207,31 @@ def training_cells(results: Path, labels: list) -> list:
             fmt(t["res_adv_abs"], ".3f"), fmt(t["tok_term_abs"], ".3f")]
 
 
-def report(results: Path, reference: str) -> str:
-    """report.md of a grid: the table (held-out, IFEval where scored, training figures), the command of every row,
-    and the link to learning_curves.png where the runs evaluated during training."""
+def contrast_lines(heldout: Verdicts, ifeval: "Verdicts | None", contrasts: list) -> list:
+    """A table of the paired differences A - B asked for (`--contrast A B`): instruction and prompt level on the
+    held-out prompts, instruction level on IFEval where both were scored; a pair with a side not evaluated is left
+    out."""
+    lines = []
+    for a, b in contrasts:
+        if a not in heldout.met or b not in heldout.met:
+            continue
+        cells = [f"{a} - {b}", f"{len(heldout.seeds[a])} / {len(heldout.seeds[b])}",
+                 paired_delta(heldout, a, b, "instruction"), paired_delta(heldout, a, b, "prompt")]
+        if ifeval:
+            cells.append(paired_delta(ifeval, a, b, "instruction") if a in ifeval.met and b in ifeval.met else "")
+        lines.append(markdown_row(cells))
+    if not lines:
+        return []
+    header = ["difference", "seeds", "Δ inst.", "Δ prompt", *(["Δ IFEval inst."] if ifeval else [])]
+    return ["", "Paired differences between variants (percentage points, 95 % bootstrap interval over prompts and "
+                "seeds):", "", markdown_row(header), "|" + "|".join(["---", "---:", *["---"] * (len(header) - 2)]) + "|",
+            *lines]
+
+
+def report(results: Path, reference: str, contrasts: tuple = ()) -> str:
+    """report.md of a grid: the table (held-out, IFEval where scored, training figures), the paired differences
+    between the variants in `contrasts` ([(A, B), ...]), the command of every row, and the link to
+    learning_curves.png where the runs evaluated during training."""
     grid = json.loads((results / "grid.json").read_text())
     heldout = load_verdicts(results, grid["variants"], "eval")
     variants = [v for v in grid["variants"] if v in heldout.met]
@@ -239,6 +264,7 @@ def report(results: Path, reference: str) -> str:
                                    *(ifeval_cells(ifeval, v, reference, len(labels)) if ifeval else []),
                                    *training_cells(results, labels)]))
 
+    lines += contrast_lines(heldout, ifeval, contrasts)
     lines += ["", "Commands (seed S):", ""]
     lines += [f"- `{v}`: `{grid['commands'][heldout.seeds[v][0]]}`" for v in variants]
     lines += [f"- base: `{grid['commands']['base']}`"]
@@ -252,8 +278,9 @@ def report(results: Path, reference: str) -> str:
     if curves:
         n = sorted({r["eval_n"] for c in curves.values() for run in c["eval_rows"] for r in run if "eval_n" in r})
         lines += ["", f"Learning curves (train.py's greedy evaluation on the first {'/'.join(map(str, n)) or 'N'} "
-                      f"held-out prompts, and the share of groups with zero reward spread per step; mean ± sample std "
-                      f"over seeds):", "", "![learning curves](learning_curves.png)"]
+                      f"held-out prompts: all constraints met and constraints met; the share of groups with zero "
+                      f"reward spread, trailing mean over {SMOOTH} steps; mean ± sample std over seeds):", "",
+                  "![learning curves](learning_curves.png)"]
     return "\n".join(lines) + "\n"
 
 
@@ -304,6 +331,18 @@ def learning_curve_data(results: Path, variants: list) -> dict:
     return out
 
 
+def trailing_mean(x: np.ndarray, window: int = None) -> np.ndarray:
+    """Mean of each value and the window - 1 before it (fewer at the start).
+
+        >>> trailing_mean(np.array([0., 1, 0, 1, 1]), 2).tolist()
+        [0.0, 0.5, 0.5, 0.5, 1.0]
+    """
+    window = window or SMOOTH
+    sums = np.cumsum(np.concatenate([[0.0], x]))
+    lo = np.maximum(np.arange(1, len(x) + 1) - window, 0)
+    return (sums[1:] - sums[lo]) / (np.arange(1, len(x) + 1) - lo)
+
+
 def over_seeds(runs: list, key: str) -> tuple:
     """(steps [T], mean [T], sample std [T]) of `key` over seeds, at the steps every seed logged it; runs holds per
     seed its rows, a step logged twice (a resumed run) counts once, the last value."""
@@ -315,9 +354,9 @@ def over_seeds(runs: list, key: str) -> tuple:
 
 
 def learning_curves(results: Path):
-    """learning_curves.png: per variant, the held-out all-met rate of train.py's evaluations (step 0 = the base model)
-    and the share of groups with zero reward spread per step, mean ± sample std over seeds (band). None, and no
-    file, where no run evaluated during training."""
+    """learning_curves.png: per variant, the held-out all-met and constraints-met rates of train.py's evaluations
+    (step 0 = the base model) and the share of groups with zero reward spread (trailing mean over SMOOTH steps),
+    mean ± sample std over seeds (band). None, and no file, where no run evaluated during training."""
     grid = json.loads((results / "grid.json").read_text())
     curves = learning_curve_data(results, list(grid["variants"]))
     if not curves:
@@ -325,18 +364,22 @@ def learning_curves(results: Path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4))
     for i, (v, c) in enumerate(curves.items()):
         n_seeds = len(c["eval_rows"])
         for ax, runs, key, marker in ((axes[0], c["eval_rows"], "eval_aon", "o"),
-                                      (axes[1], c["train_rows"], "zero_var_groups", None)):
+                                      (axes[1], c["eval_rows"], "eval_csr", "o"),
+                                      (axes[2], c["train_rows"], "zero_var_groups", None)):
             steps, mean, sd = over_seeds(runs, key)
+            if key == "zero_var_groups":   # P groups per step: 0, 1/P, ... 1; a trailing mean shows the trend
+                mean, sd = trailing_mean(mean), trailing_mean(sd)
             ax.plot(steps, mean, color=f"C{i}", marker=marker, label=f"{v} ({n_seeds} seeds)")
             if n_seeds > 1:
                 ax.fill_between(steps, np.clip(mean - sd, 0, 1), np.clip(mean + sd, 0, 1), color=f"C{i}", alpha=0.15)
-    for ax, title in zip(axes, ("held-out: all constraints met (greedy, train.py's evaluation)",
-                                "groups with zero reward spread (no learning signal)")):
-        ax.set_title(title, fontsize=10), ax.set_xlabel("step"), ax.set_ylim(-0.02, 1.02), ax.grid(alpha=0.3)
+    for ax, title in zip(axes, ("held-out: all constraints met (greedy)", "held-out: constraints met (greedy)",
+                                f"groups with zero reward spread ({SMOOTH}-step trailing mean)")):
+        ax.set_title(title, fontsize=10), ax.set_xlabel("step"), ax.grid(alpha=0.3)
+    axes[2].set_ylim(-0.02, 1.02)
     axes[0].legend(fontsize=7)
     fig.tight_layout()
     path = results / "learning_curves.png"
@@ -349,9 +392,11 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
     ap.add_argument("results", help="a grid's results folder (results/GRID)")
     ap.add_argument("--reference", default="grpo-aon", help="variant the others are compared with")
+    ap.add_argument("--contrast", nargs=2, action="append", default=[], metavar=("A", "B"),
+                    help="also the paired difference A - B (repeatable), e.g. --contrast rtt rtt-random")
     args = ap.parse_args(argv)
     results = Path(args.results)
-    md = report(results, args.reference)
+    md = report(results, args.reference, args.contrast)
     (results / "report.md").write_text(md)
     print(md)
     figures = [plot(results), learning_curves(results)]

@@ -277,8 +277,12 @@ def _write_short_results(results: Path):
 def test_report_of_a_short_grid_has_ifeval_columns_and_learning_curves(tmp_path):
     results = tmp_path / "short"
     _write_short_results(results)
-    report.main([str(results)])
+    report.main([str(results), "--contrast", "rtt", "grpo-aon", "--contrast", "rtt", "no-such-variant"])
     md = (results / "report.md").read_text()
+    # the paired differences asked for: held-out inst. and prompt level, IFEval inst. (the table's Δ vs grpo-aon)
+    assert "| rtt - grpo-aon | 2 / 2 | +0.0 [-50.0, +50.0] | +0.0 [-100.0, +100.0] | -25.0 [-50.0, +0.0] |" in md
+    assert "| -25.0 [-50.0, +0.0] | 50 |" in md                          # the same IFEval interval in rtt's row
+    assert "no-such-variant" not in md                                    # a pair with a side not evaluated: left out
     assert "| IFEval inst. % | IFEval prompt % | Δ IFEval inst. vs base | Δ IFEval inst. vs grpo-aon |" in md
     assert "Held-out: 2 prompts (no filter)" in md and "IFEval: 2 prompts" in md
     assert "| base | - | 50.0 | 0.0 |  |  |  | 25.0 | 0.0 |  |  |" in md
