@@ -202,7 +202,7 @@ def ifeval_cells(ifeval: Verdicts, variant: str, reference: str, n_heldout_seeds
 def training_cells(results: Path, labels: list) -> list:
     """Training columns of a variant (last 5 steps, mean over seeds): cut off %, A_tok on EOS, |A_res|, λ|A_tok|."""
     t = training_figures(results, labels)
-    fmt = lambda x, f: "–" if x is None else format(x, f)  # noqa: E731
+    fmt = lambda x, f: "–" if x is None else format(round(x, 3) + 0.0, f)  # noqa: E731  (never "-0.000")
     return [fmt(None if t["truncated"] is None else 100 * t["truncated"], ".0f"), fmt(t["eos_tok_adv"], "+.3f"),
             fmt(t["res_adv_abs"], ".3f"), fmt(t["tok_term_abs"], ".3f")]
 
