@@ -23,6 +23,7 @@ paired differences A - B (e.g. RTT against RTT with random relevance: does the d
 """
 import argparse
 import json
+import sys
 import warnings
 from pathlib import Path
 from typing import NamedTuple
@@ -214,6 +215,9 @@ def contrast_lines(heldout: Verdicts, ifeval: "Verdicts | None", contrasts: list
     lines = []
     for a, b in contrasts:
         if a not in heldout.met or b not in heldout.met:
+            missing = " and ".join(v for v in (a, b) if v not in heldout.met)
+            print(f"[report] --contrast {a} {b}: no held-out evaluation of {missing} in this folder, left out",
+                  file=sys.stderr)
             continue
         cells = [f"{a} - {b}", f"{len(heldout.seeds[a])} / {len(heldout.seeds[b])}",
                  paired_delta(heldout, a, b, "instruction"), paired_delta(heldout, a, b, "prompt")]
