@@ -579,6 +579,22 @@ CREDIT_MODES = ("all", "relevant")
 RELEVANT = 0.5  # relevance from which a token counts as relevant to a constraint (credit="relevant")
 
 
+def token_term_defaults(reference_quirks: bool, std_floor: float | None = None, eos: str | None = None,
+                        credit: str | None = None) -> tuple:
+    """(std_floor, eos, credit) with each None replaced by its default: ours, or the released code's behaviour under
+    reference_quirks (no std floor, EOS relevance 0, every token credited). train.py and rtt_advantages both ask here.
+
+        >>> token_term_defaults(False)
+        (0.01, 'discriminator', 'relevant')
+        >>> token_term_defaults(True, eos="exclude")
+        (0.0, 'exclude', 'all')
+    """
+    std_floor = (0.0 if reference_quirks else TOKEN_STD_FLOOR) if std_floor is None else std_floor
+    eos = ("zero" if reference_quirks else "discriminator") if eos is None else eos
+    credit = ("all" if reference_quirks else "relevant") if credit is None else credit
+    return std_floor, eos, credit
+
+
 def relevant_only(normed: torch.Tensor, relevance: torch.Tensor, threshold: float = RELEVANT) -> torch.Tensor:
     """The normalised cube kept only on the tokens relevant to each constraint (w >= threshold); 0 elsewhere [ours].
 
@@ -662,9 +678,7 @@ def rtt_advantages(scores: torch.Tensor, relevance: torch.Tensor, response_mask:
                          f"for relevance {tuple(relevance.shape)}")
     if norm not in ("intra", "inter"):
         raise ValueError(f"token normalisation must be 'intra' or 'inter', got {norm!r}")
-    std_floor = (0.0 if reference_quirks else TOKEN_STD_FLOOR) if std_floor is None else std_floor
-    eos = ("zero" if reference_quirks else "discriminator") if eos is None else eos
-    credit = ("all" if reference_quirks else "relevant") if credit is None else credit
+    std_floor, eos, credit = token_term_defaults(reference_quirks, std_floor, eos, credit)
     if eos not in EOS_MODES or credit not in CREDIT_MODES or (credit != "all" and reference_quirks):
         raise ValueError(f"eos must be one of {EOS_MODES}, got {eos!r}; credit one of {CREDIT_MODES} ('all' with "
                          f"reference_quirks), got {credit!r}")

@@ -66,12 +66,9 @@ def settings(args, argv, parser):
         refuse_to_overwrite_a_run(out, args.overwrite)
     device = torch.device(args.device) if args.device else models.default_device()
     fill_run_defaults(args, device.type)
-    if args.token_std_floor is None:  # --reference-quirks means the released behaviour: no floor, EOS relevance 0
-        args.token_std_floor = 0.0 if args.reference_quirks else adv.TOKEN_STD_FLOOR
-    if args.eos_relevance is None:
-        args.eos_relevance = "zero" if args.reference_quirks else "discriminator"
-    if args.token_credit is None:     # ours: the relevant tokens only; the paper's formula and the released code: all
-        args.token_credit = "all" if args.reference_quirks else "relevant"
+    # flags left unset: ours, or under --reference-quirks the released behaviour (no floor, EOS relevance 0, all tokens)
+    args.token_std_floor, args.eos_relevance, args.token_credit = adv.token_term_defaults(
+        args.reference_quirks, args.token_std_floor, args.eos_relevance, args.token_credit)
     check_settings(args)
     return args, out, device, resume_ckpt, trainer_state
 
