@@ -168,11 +168,11 @@ def training_figures(results: Path, labels: list) -> dict:
     responses were all cut off has none)."""
     keys = ("truncated", "res_adv_abs", "tok_term_abs", "zero_var_groups", "csr_pass", "aon_pass")
     out = {}
-    rows = [r for label in labels
-            for r in [r for r in read_jsonl(results / label / "metrics.jsonl") if r.get("kind") == "train"][-5:]]
+    train_rows = [[r for r in read_jsonl(results / label / "metrics.jsonl") if r.get("kind") == "train"]
+                  for label in labels]                                          # per seed, read once
+    rows = [r for runs in train_rows for r in runs[-5:]]
     for k in keys:
-        per_seed = [[r[k] for r in read_jsonl(results / label / "metrics.jsonl")
-                     if r.get("kind") == "train" and r.get(k) is not None][-5:] for label in labels]
+        per_seed = [[r[k] for r in runs if r.get(k) is not None][-5:] for runs in train_rows]
         out[k] = float(np.mean([np.mean(v) for v in per_seed])) if all(per_seed) else None
     weights = [r.get("eos_count", 0) for r in rows if r.get("eos_tok_adv") is not None]
     values = [r["eos_tok_adv"] for r in rows if r.get("eos_tok_adv") is not None]
