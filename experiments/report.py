@@ -23,6 +23,7 @@ paired differences A - B (e.g. RTT against RTT with random relevance: does the d
 """
 import argparse
 import json
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -158,6 +159,16 @@ def family_table(results: Path, heldout: Verdicts) -> list:
     return lines
 
 
+def seed_as_s(command: str, label: str) -> str:
+    """A run's command with its seed written as S, as the report's "Commands (seed S)" heading promises.
+
+    >>> seed_as_s("python train.py --seed 42 --out runs/short/rtt-seed42 --threads 1", "rtt-seed42")
+    'python train.py --seed S --out runs/short/rtt-seedS --threads 1'
+    """
+    seed = label.rsplit("-seed", 1)[1]
+    return re.sub(rf"(--seed |-seed){seed}\b", r"\1S", command)
+
+
 def markdown_row(cells: list) -> str:
     return "| " + " | ".join(cells) + " |"
 
@@ -270,7 +281,7 @@ def report(results: Path, reference: str, contrasts: tuple = ()) -> str:
 
     lines += contrast_lines(heldout, ifeval, contrasts)
     lines += ["", "Commands (seed S):", ""]
-    lines += [f"- `{v}`: `{grid['commands'][heldout.seeds[v][0]]}`" for v in variants]
+    lines += [f"- `{v}`: `{seed_as_s(grid['commands'][heldout.seeds[v][0]], heldout.seeds[v][0])}`" for v in variants]
     lines += [f"- base: `{grid['commands']['base']}`"]
     if ifeval and "base-ifeval" in grid["commands"]:
         lines += [f"- IFEval (base; a trained policy: the same with `--model` its final checkpoint): "

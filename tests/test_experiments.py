@@ -293,7 +293,7 @@ def test_report_of_a_short_grid_has_ifeval_columns_and_learning_curves(tmp_path)
     assert "| 37.5 ± 17.7 | 25.0 ± 35.4 | +12.5 [" in md and "| -25.0 [" in md   # rtt on IFEval; vs grpo-aon
     assert "- IFEval (base; a trained policy: the same with `--model` its final checkpoint): " \
            "`python evaluate.py --model m --bench ifeval --max-new-tokens 64 --out OUT`" in md
-    assert "- `rtt`: `python train.py --algo rtt --seed 1 --eval-every 2`" in md
+    assert "- `rtt`: `python train.py --algo rtt --seed S --eval-every 2`" in md                # seed written as S
     assert "first 2 held-out prompts" in md and "![learning curves](learning_curves.png)" in md
     assert "| family | n | base | grpo-aon | rtt |" in md                 # per family: base, mean over seeds
     assert "| a | 2 | 100 | 100 | 100 |" in md and "| b | 2 | 0 | 50 | 50 |" in md
