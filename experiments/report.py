@@ -14,6 +14,9 @@ instruction-level difference to the base model and to the reference variant. Tra
 (means over the last 5 steps, then over seeds): share of sampled responses cut off at the token cap, token
 advantage on EOS, |A_res| and lambda*|A_tok| per token, share of groups with zero reward spread. Below the table,
 the held-out constraints met per family (instruction id), base model and each variant: where a variant won or lost.
+Degenerate text: the share of held-out responses that repeat one word 8 or more times in a row ("* * * * ...",
+"P.S. P.S. ..."), and the instruction level when each of those meets none of its constraints (the strict checkers
+pass some constraints on such text: a run of "[address]" has placeholders and no comma), with the same intervals.
 
 Figures: curves.png (per step, mean over seeds, min..max band: share cut off, A_tok on EOS, training CSR) and, where
 the runs evaluated during training (the "eval" rows of metrics.jsonl, e.g. the short grid), learning_curves.png:
@@ -33,20 +36,40 @@ import numpy as np
 
 N_BOOT = 10_000
 SMOOTH = 5   # steps in the trailing mean of the zero-spread share (learning_curves.png)
+REPEAT_RUN = 8   # a response with one word repeated this many times in a row is "repetitive" (degenerate)
 
 
 def read_jsonl(path: Path) -> list:
     return [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
 
 
+def longest_word_run(text: str) -> int:
+    """The longest run of one whitespace-separated word repeated back to back.
+
+    >>> longest_word_run("* *This is point 1*\\n* *This is point 2*"), longest_word_run("P.S. hi " + "* " * 9)
+    (1, 9)
+    """
+    words, best, run = text.split(), 0, 0
+    for i, word in enumerate(words):
+        run = run + 1 if i and word == words[i - 1] else 1
+        best = max(best, run)
+    return best
+
+
 def verdict_matrix(results: Path, label: str, keys: list, folder: str = "eval") -> tuple:
-    """(met [N], total [N]) constraints met / constraints per prompt, in the order of `keys`, from the verdicts.jsonl
-    of results/LABEL/FOLDER (eval: the held-out file; eval-ifeval: IFEval; evaluate.py writes both alike)."""
-    by_key = {v["key"]: v["follow_instruction_list_strict"] for v in read_jsonl(results / label / folder /
-                                                                                  "verdicts.jsonl")}
-    met = np.array([sum(by_key[k]) for k in keys], dtype=float)
-    total = np.array([len(by_key[k]) for k in keys], dtype=float)
-    return met, total
+    """(met [N], total [N], repetitive [N]) constraints met / constraints per prompt / 1.0 where the response repeats
+    one word REPEAT_RUN times in a row, in the order of `keys`, from the verdicts.jsonl of results/LABEL/FOLDER (eval:
+    the held-out file; eval-ifeval: IFEval; evaluate.py writes both alike)."""
+    path = results / label / folder / "verdicts.jsonl"
+    by_key = {}
+    for line, v in enumerate(read_jsonl(path), 1):
+        if "response" not in v:
+            raise SystemExit(f"[report] {path}, verdict {line}: no 'response' field (evaluate.py writes one)")
+        by_key[v["key"]] = (v["follow_instruction_list_strict"], longest_word_run(v["response"]) >= REPEAT_RUN)
+    met = np.array([sum(by_key[k][0]) for k in keys], dtype=float)
+    total = np.array([len(by_key[k][0]) for k in keys], dtype=float)
+    repetitive = np.array([by_key[k][1] for k in keys], dtype=float)
+    return met, total, repetitive
 
 
 def bootstrap_difference(met_a: np.ndarray, met_b: np.ndarray, total: np.ndarray, level: str, seed: int = 0):
@@ -94,6 +117,15 @@ class Verdicts(NamedTuple):
     base: "np.ndarray | None"   # [N] constraints the base model met; None where it was not evaluated
     met: dict                   # variant -> [S, N] constraints met per seed (variants with at least one seed)
     seeds: dict                 # variant -> the S run labels, in the order of met's rows
+    base_repetitive: "np.ndarray | None"   # [N] 1.0 where the base model's response is repetitive
+    repetitive: dict            # variant -> [S, N] 1.0 where that seed's response is repetitive
+
+
+def repetitive_as_failed(bench: Verdicts) -> Verdicts:
+    """The same verdicts with every repetitive response counted as meeting none of its constraints."""
+    base = None if bench.base is None else bench.base * (1 - bench.base_repetitive)
+    met = {v: m * (1 - bench.repetitive[v]) for v, m in bench.met.items()}
+    return bench._replace(base=base, met=met)
 
 
 def load_verdicts(results: Path, variants: list, folder: str):
@@ -106,10 +138,11 @@ def load_verdicts(results: Path, variants: list, folder: str):
     first = "base" if has_base else next(iter(seeds.values()))[0]
     keys = [v["key"] for v in read_jsonl(results / first / folder / "verdicts.jsonl")]
     total = verdict_matrix(results, first, keys, folder)[1]
-    base = verdict_matrix(results, "base", keys, folder)[0] if has_base else None
-    met = {v: np.stack([verdict_matrix(results, label, keys, folder)[0] for label in labels])
-           for v, labels in seeds.items()}
-    return Verdicts(total, base, met, seeds)
+    base, base_repetitive = verdict_matrix(results, "base", keys, folder)[::2] if has_base else (None, None)
+    runs = {v: [verdict_matrix(results, label, keys, folder) for label in labels] for v, labels in seeds.items()}
+    met = {v: np.stack([m for m, _, _ in matrices]) for v, matrices in runs.items()}
+    repetitive = {v: np.stack([r for _, _, r in matrices]) for v, matrices in runs.items()}
+    return Verdicts(total, base, met, seeds, base_repetitive, repetitive)
 
 
 def levels(met: np.ndarray, total: np.ndarray) -> tuple:
@@ -243,6 +276,32 @@ def contrast_lines(heldout: Verdicts, ifeval: "Verdicts | None", contrasts: list
             *lines]
 
 
+def repetition_lines(heldout: Verdicts, reference: str, contrasts: list) -> list:
+    """A table of degenerate responses on the held-out prompts: per policy, the share whose text repeats one word
+    REPEAT_RUN times in a row, and the instruction level when such a response meets none of its constraints (the
+    strict checkers pass some constraints on text like "[address] [address] ..."), with its paired differences to
+    the base model, to `reference` and for each contrast."""
+    strict = repetitive_as_failed(heldout)
+    header = ["policy", "seeds", "repetitive %", "inst. % (repetitive = failed)", "Δ vs base", "Δ vs " + reference]
+    lines = ["", f"Repetitive responses on the held-out prompts (one word {REPEAT_RUN} or more times in a row, e.g. "
+                 f"`* * * * ...`): their share, and the instruction level when each of them counts as meeting none of "
+                 f"its constraints (Δ: paired, 95 % bootstrap interval over prompts and seeds):", "",
+             markdown_row(header), "|---|---:|---:|---:|---|---|"]
+    if heldout.base is not None:
+        lines.append(markdown_row(["base", "-", f"{100 * heldout.base_repetitive.mean():.1f}",
+                                   f"{100 * levels(strict.base[None], strict.total)[0][0]:.1f}", "", ""]))
+    for v in heldout.met:
+        lines.append(markdown_row([v, str(len(heldout.seeds[v])), percent_over_seeds(heldout.repetitive[v].mean(1)),
+                                   percent_over_seeds(levels(strict.met[v], strict.total)[0]),
+                                   paired_delta(strict, v, "base", "instruction"),
+                                   paired_delta(strict, v, reference, "instruction")]))
+    pairs = [(a, b) for a, b in contrasts if a in heldout.met and b in heldout.met]
+    if pairs:
+        lines += ["", "| difference | Δ inst. (repetitive = failed) |", "|---|---|",
+                  *(markdown_row([f"{a} - {b}", paired_delta(strict, a, b, "instruction")]) for a, b in pairs)]
+    return lines
+
+
 def report(results: Path, reference: str, contrasts: tuple = ()) -> str:
     """report.md of a grid: the table (held-out, IFEval where scored, training figures), the paired differences
     between the variants in `contrasts` ([(A, B), ...]), the command of every row, and the link to
@@ -280,6 +339,7 @@ def report(results: Path, reference: str, contrasts: tuple = ()) -> str:
                                    *training_cells(results, labels)]))
 
     lines += contrast_lines(heldout, ifeval, contrasts)
+    lines += repetition_lines(heldout, reference, contrasts)
     lines += ["", "Commands (seed S):", ""]
     lines += [f"- `{v}`: `{seed_as_s(grid['commands'][heldout.seeds[v][0]], heldout.seeds[v][0])}`" for v in variants]
     lines += [f"- base: `{grid['commands']['base']}`"]

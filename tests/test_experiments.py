@@ -235,12 +235,15 @@ def test_short_grid_adds_ifeval_in_a_later_sitting_and_keeps_it_under_eval_ifeva
     assert calls == [] and "rtt-seed42: trained, but ifeval needs its checkpoint" in capsys.readouterr().out
 
 
-def _write_verdicts(folder: Path, met: list):
-    """verdicts.jsonl as evaluate.py writes it (the fields report.py reads): met[i] = strict verdicts of prompt i."""
+def _write_verdicts(folder: Path, met: list, responses: "list | None" = None):
+    """verdicts.jsonl as evaluate.py writes it (the fields report.py reads): met[i] = strict verdicts of prompt i,
+    responses[i] its response (default: a plain sentence)."""
     folder.mkdir(parents=True)
+    responses = responses or ["A plain answer."] * len(met)
     (folder / "verdicts.jsonl").write_text("".join(json.dumps({"key": f"k{i}", "follow_instruction_list_strict": m,
-                                                               "instruction_id_list": ["a", "b", "c"][:len(m)]})
-                                                   + "\n" for i, m in enumerate(met)))
+                                                               "instruction_id_list": ["a", "b", "c"][:len(m)],
+                                                               "response": r})
+                                                   + "\n" for i, (m, r) in enumerate(zip(met, responses))))
     (folder / "metrics.json").write_text("{}\n")
 
 
@@ -256,8 +259,9 @@ def _write_short_results(results: Path):
               "rtt-seed1": [[T, F], [F, F]], "rtt-seed2": [[T, T], [F, F]]}                  # 25 / 0, 50 / 50
     commands = {"base": "python evaluate.py --model m --bench heldout --data H --max-new-tokens 64 --out OUT",
                 "base-ifeval": "python evaluate.py --model m --bench ifeval --max-new-tokens 64 --out OUT"}
+    degenerate = {"rtt-seed2": ["A plain answer.", "P.S." + " *" * 8]}     # rtt seed 2 meets prompt 2 by repeating
     for label in heldout:
-        _write_verdicts(results / label / "eval", heldout[label])
+        _write_verdicts(results / label / "eval", heldout[label], degenerate.get(label))
         _write_verdicts(results / label / "eval-ifeval", ifeval[label])
         if label == "base":
             continue
@@ -298,6 +302,22 @@ def test_report_of_a_short_grid_has_ifeval_columns_and_learning_curves(tmp_path)
     assert "| family | n | base | grpo-aon | rtt |" in md                 # per family: base, mean over seeds
     assert "| a | 2 | 100 | 100 | 100 |" in md and "| b | 2 | 0 | 50 | 50 |" in md
     assert (results / "learning_curves.png").stat().st_size > 0 and (results / "curves.png").stat().st_size > 0
+    # repetitive responses: rtt seed 2's second one ("* * * ..."); counted as failed, rtt falls to 50 % both seeds
+    assert "| base | - | 0.0 | 50.0 |  |  |" in md
+    assert "| grpo-aon | 2 | 0.0 ± 0.0 | 75.0 ± 0.0 | +25.0 [" in md
+    assert "| rtt | 2 | 25.0 ± 35.4 | 50.0 ± 0.0 | +0.0 [-50.0, +50.0] | -25.0 [-50.0, +0.0] |" in md
+    assert "| rtt - grpo-aon | -25.0 [" in md
+
+
+def test_report_names_the_verdict_without_a_response(tmp_path):
+    results = tmp_path / "short"
+    _write_short_results(results)
+    path = results / "rtt-seed1" / "eval" / "verdicts.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    del rows[1]["response"]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(SystemExit, match=r"rtt-seed1/eval/verdicts.jsonl, verdict 2: no 'response' field"):
+        report.main([str(results)])
     runs = [report.read_jsonl(results / f"rtt-seed{s}" / "metrics.jsonl") for s in (1, 2)]
     steps, mean, sd = report.over_seeds([[r for r in rows if r["kind"] == "eval"] for rows in runs], "eval_aon")
     assert steps.tolist() == [0, 2, 4] and mean == pytest.approx([0.15, 0.25, 0.35])
