@@ -43,17 +43,30 @@ def read_jsonl(path: Path) -> list:
     return [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
 
 
-def longest_word_run(text: str) -> int:
-    """The longest run of one whitespace-separated word repeated back to back.
+def longest_word_run(text: str) -> tuple:
+    """(length, word) of the longest run of one whitespace-separated word repeated back to back; (0, "") if empty.
 
     >>> longest_word_run("* *This is point 1*\\n* *This is point 2*"), longest_word_run("P.S. hi " + "* " * 9)
-    (1, 9)
+    ((1, '*'), (9, '*'))
     """
-    words, best, run = text.split(), 0, 0
+    words, best, run = text.split(), (0, ""), 0
     for i, word in enumerate(words):
         run = run + 1 if i and word == words[i - 1] else 1
-        best = max(best, run)
+        best = max(best, (run, word), key=lambda b: b[0])
     return best
+
+
+def repeated_words(results: Path, labels: list, folder: str = "eval") -> str:
+    """The words that repetitive responses repeat, most frequent first, counted over the runs `labels`:
+    "`*` 30, `**` 10, ..." (at most 4)."""
+    counts = {}
+    for label in labels:
+        for v in read_jsonl(results / label / folder / "verdicts.jsonl"):
+            run, word = longest_word_run(v.get("response", ""))
+            if run >= REPEAT_RUN:
+                counts[word] = counts.get(word, 0) + 1
+    top = sorted(counts.items(), key=lambda kv: -kv[1])[:4]
+    return ", ".join(f"`{w}` {n}" for w, n in top)
 
 
 def verdict_matrix(results: Path, label: str, keys: list, folder: str = "eval") -> tuple:
@@ -65,7 +78,7 @@ def verdict_matrix(results: Path, label: str, keys: list, folder: str = "eval") 
     for line, v in enumerate(read_jsonl(path), 1):
         if "response" not in v:
             raise SystemExit(f"[report] {path}, verdict {line}: no 'response' field (evaluate.py writes one)")
-        by_key[v["key"]] = (v["follow_instruction_list_strict"], longest_word_run(v["response"]) >= REPEAT_RUN)
+        by_key[v["key"]] = (v["follow_instruction_list_strict"], longest_word_run(v["response"])[0] >= REPEAT_RUN)
     met = np.array([sum(by_key[k][0]) for k in keys], dtype=float)
     total = np.array([len(by_key[k][0]) for k in keys], dtype=float)
     repetitive = np.array([by_key[k][1] for k in keys], dtype=float)
@@ -276,25 +289,28 @@ def contrast_lines(heldout: Verdicts, ifeval: "Verdicts | None", contrasts: list
             *lines]
 
 
-def repetition_lines(heldout: Verdicts, reference: str, contrasts: list) -> list:
+def repetition_lines(results: Path, heldout: Verdicts, reference: str, contrasts: list) -> list:
     """A table of degenerate responses on the held-out prompts: per policy, the share whose text repeats one word
     REPEAT_RUN times in a row, and the instruction level when such a response meets none of its constraints (the
     strict checkers pass some constraints on text like "[address] [address] ..."), with its paired differences to
-    the base model, to `reference` and for each contrast."""
+    the base model, to `reference` and for each contrast; and which words the repetitive responses repeat."""
     strict = repetitive_as_failed(heldout)
-    header = ["policy", "seeds", "repetitive %", "inst. % (repetitive = failed)", "Δ vs base", "Δ vs " + reference]
+    header = ["policy", "seeds", "repetitive %", "inst. % (repetitive = failed)", "Δ vs base", "Δ vs " + reference,
+              "words repeated (responses, all seeds)"]
     lines = ["", f"Repetitive responses on the held-out prompts (one word {REPEAT_RUN} or more times in a row, e.g. "
                  f"`* * * * ...`): their share, and the instruction level when each of them counts as meeting none of "
                  f"its constraints (Δ: paired, 95 % bootstrap interval over prompts and seeds):", "",
-             markdown_row(header), "|---|---:|---:|---:|---|---|"]
+             markdown_row(header), "|---|---:|---:|---:|---|---|---|"]
     if heldout.base is not None:
         lines.append(markdown_row(["base", "-", f"{100 * heldout.base_repetitive.mean():.1f}",
-                                   f"{100 * levels(strict.base[None], strict.total)[0][0]:.1f}", "", ""]))
+                                   f"{100 * levels(strict.base[None], strict.total)[0][0]:.1f}", "", "",
+                                   repeated_words(results, ["base"])]))
     for v in heldout.met:
         lines.append(markdown_row([v, str(len(heldout.seeds[v])), percent_over_seeds(heldout.repetitive[v].mean(1)),
                                    percent_over_seeds(levels(strict.met[v], strict.total)[0]),
                                    paired_delta(strict, v, "base", "instruction"),
-                                   paired_delta(strict, v, reference, "instruction")]))
+                                   paired_delta(strict, v, reference, "instruction"),
+                                   repeated_words(results, heldout.seeds[v])]))
     pairs = [(a, b) for a, b in contrasts if a in heldout.met and b in heldout.met]
     if pairs:
         lines += ["", "| difference | Δ inst. (repetitive = failed) |", "|---|---|",
@@ -339,7 +355,7 @@ def report(results: Path, reference: str, contrasts: tuple = ()) -> str:
                                    *training_cells(results, labels)]))
 
     lines += contrast_lines(heldout, ifeval, contrasts)
-    lines += repetition_lines(heldout, reference, contrasts)
+    lines += repetition_lines(results, heldout, reference, contrasts)
     lines += ["", "Commands (seed S):", ""]
     lines += [f"- `{v}`: `{seed_as_s(grid['commands'][heldout.seeds[v][0]], heldout.seeds[v][0])}`" for v in variants]
     lines += [f"- base: `{grid['commands']['base']}`"]

@@ -303,9 +303,9 @@ def test_report_of_a_short_grid_has_ifeval_columns_and_learning_curves(tmp_path)
     assert "| a | 2 | 100 | 100 | 100 |" in md and "| b | 2 | 0 | 50 | 50 |" in md
     assert (results / "learning_curves.png").stat().st_size > 0 and (results / "curves.png").stat().st_size > 0
     # repetitive responses: rtt seed 2's second one ("* * * ..."); counted as failed, rtt falls to 50 % both seeds
-    assert "| base | - | 0.0 | 50.0 |  |  |" in md
+    assert "| base | - | 0.0 | 50.0 |  |  |  |" in md
     assert "| grpo-aon | 2 | 0.0 ± 0.0 | 75.0 ± 0.0 | +25.0 [" in md
-    assert "| rtt | 2 | 25.0 ± 35.4 | 50.0 ± 0.0 | +0.0 [-50.0, +50.0] | -25.0 [-50.0, +0.0] |" in md
+    assert "| rtt | 2 | 25.0 ± 35.4 | 50.0 ± 0.0 | +0.0 [-50.0, +50.0] | -25.0 [-50.0, +0.0] | `*` 1 |" in md
     assert "| rtt - grpo-aon | -25.0 [" in md
 
 
