@@ -14,9 +14,10 @@ instruction-level difference to the base model and to the reference variant. Tra
 (means over the last 5 steps, then over seeds): share of sampled responses cut off at the token cap, token
 advantage on EOS, |A_res| and lambda*|A_tok| per token, share of groups with zero reward spread. Below the table,
 the held-out constraints met per family (instruction id), base model and each variant: where a variant won or lost.
-Degenerate text: the share of held-out responses that repeat one word 8 or more times in a row ("* * * * ...",
-"P.S. P.S. ..."), and the instruction level when each of those meets none of its constraints (the strict checkers
-pass some constraints on such text: a run of "[address]" has placeholders and no comma), with the same intervals.
+Degenerate text: the share of held-out (and IFEval, where scored) responses that repeat one word 8 or more times in
+a row ("* * * * ...", "P.S. P.S. ..."), and the instruction level when each of those meets none of its constraints
+(the strict checkers pass some constraints on such text: a run of "[address]" has placeholders and no comma), with
+the same intervals, and the words repeated.
 
 Figures: curves.png (per step, mean over seeds, min..max band: share cut off, A_tok on EOS, training CSR) and, where
 the runs evaluated during training (the "eval" rows of metrics.jsonl, e.g. the short grid), learning_curves.png:
@@ -289,29 +290,31 @@ def contrast_lines(heldout: Verdicts, ifeval: "Verdicts | None", contrasts: list
             *lines]
 
 
-def repetition_lines(results: Path, heldout: Verdicts, reference: str, contrasts: list) -> list:
-    """A table of degenerate responses on the held-out prompts: per policy, the share whose text repeats one word
+def repetition_lines(results: Path, bench: Verdicts, reference: str, contrasts: list, name: str = "held-out",
+                     folder: str = "eval") -> list:
+    """A table of degenerate responses on a benchmark (`name`, its verdicts in results/LABEL/FOLDER): per policy,
+    the share whose text repeats one word
     REPEAT_RUN times in a row, and the instruction level when such a response meets none of its constraints (the
     strict checkers pass some constraints on text like "[address] [address] ..."), with its paired differences to
     the base model, to `reference` and for each contrast; and which words the repetitive responses repeat."""
-    strict = repetitive_as_failed(heldout)
+    strict = repetitive_as_failed(bench)
     header = ["policy", "seeds", "repetitive %", "inst. % (repetitive = failed)", "Δ vs base", "Δ vs " + reference,
               "words repeated (responses, all seeds)"]
-    lines = ["", f"Repetitive responses on the held-out prompts (one word {REPEAT_RUN} or more times in a row, e.g. "
+    lines = ["", f"Repetitive responses on the {name} prompts (one word {REPEAT_RUN} or more times in a row, e.g. "
                  f"`* * * * ...`): their share, and the instruction level when each of them counts as meeting none of "
                  f"its constraints (Δ: paired, 95 % bootstrap interval over prompts and seeds):", "",
              markdown_row(header), "|---|---:|---:|---:|---|---|---|"]
-    if heldout.base is not None:
-        lines.append(markdown_row(["base", "-", f"{100 * heldout.base_repetitive.mean():.1f}",
+    if bench.base is not None:
+        lines.append(markdown_row(["base", "-", f"{100 * bench.base_repetitive.mean():.1f}",
                                    f"{100 * levels(strict.base[None], strict.total)[0][0]:.1f}", "", "",
-                                   repeated_words(results, ["base"])]))
-    for v in heldout.met:
-        lines.append(markdown_row([v, str(len(heldout.seeds[v])), percent_over_seeds(heldout.repetitive[v].mean(1)),
+                                   repeated_words(results, ["base"], folder)]))
+    for v in bench.met:
+        lines.append(markdown_row([v, str(len(bench.seeds[v])), percent_over_seeds(bench.repetitive[v].mean(1)),
                                    percent_over_seeds(levels(strict.met[v], strict.total)[0]),
                                    paired_delta(strict, v, "base", "instruction"),
                                    paired_delta(strict, v, reference, "instruction"),
-                                   repeated_words(results, heldout.seeds[v])]))
-    pairs = [(a, b) for a, b in contrasts if a in heldout.met and b in heldout.met]
+                                   repeated_words(results, bench.seeds[v], folder)]))
+    pairs = [(a, b) for a, b in contrasts if a in bench.met and b in bench.met]
     if pairs:
         lines += ["", "| difference | Δ inst. (repetitive = failed) |", "|---|---|",
                   *(markdown_row([f"{a} - {b}", paired_delta(strict, a, b, "instruction")]) for a, b in pairs)]
@@ -356,6 +359,8 @@ def report(results: Path, reference: str, contrasts: tuple = ()) -> str:
 
     lines += contrast_lines(heldout, ifeval, contrasts)
     lines += repetition_lines(results, heldout, reference, contrasts)
+    if ifeval:
+        lines += repetition_lines(results, ifeval, reference, contrasts, "IFEval", "eval-ifeval")
     lines += ["", "Commands (seed S):", ""]
     lines += [f"- `{v}`: `{seed_as_s(grid['commands'][heldout.seeds[v][0]], heldout.seeds[v][0])}`" for v in variants]
     lines += [f"- base: `{grid['commands']['base']}`"]

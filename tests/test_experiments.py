@@ -307,6 +307,8 @@ def test_report_of_a_short_grid_has_ifeval_columns_and_learning_curves(tmp_path)
     assert "| grpo-aon | 2 | 0.0 ± 0.0 | 75.0 ± 0.0 | +25.0 [" in md
     assert "| rtt | 2 | 25.0 ± 35.4 | 50.0 ± 0.0 | +0.0 [-50.0, +50.0] | -25.0 [-50.0, +0.0] | `*` 1 |" in md
     assert "| rtt - grpo-aon | -25.0 [" in md
+    assert "Repetitive responses on the IFEval prompts" in md                # the same table for IFEval: none there
+    assert "| rtt | 2 | 0.0 ± 0.0 | 37.5 ± 17.7 | +12.5 [" in md
 
 
 def test_report_names_the_verdict_without_a_response(tmp_path):
