@@ -6,7 +6,7 @@ Run a grid of training runs (variants x seeds) and their held-out evaluations, r
     python experiments/grid.py --grid diagnosis --dry-run                         # print the commands, run nothing
     python experiments/report.py results/diagnosis                                # tables and figures, from files only
 
-    python experiments/grid.py --grid short --parallel 2 --threads 1              # 4 variants x 3 seeds, + IFEval
+    python experiments/grid.py --grid short --parallel 2 --threads 1              # 5 variants x 3 seeds, + IFEval
     python experiments/grid.py --grid short --skip-extra                          # this sitting: held-out only
 
 Every run is `python train.py` with the grid's shared settings plus its variant's flags; every policy (the base model
@@ -28,7 +28,9 @@ Grids (GRIDS below; a key a grid leaves out takes its value from GRID_DEFAULTS):
   short       the comparison that decides something: data/train-short.jsonl and data/heldout-short.jsonl (300
               prompts), built so that every constraint can be met in 64 new tokens (no filter: "all"); 40 steps,
               lr 1e-5, P=2, G=8; GRPO on the all-met reward (the reference) and on CSR, RTT, and RTT with random
-              relevance (does the token term carry information?); seeds 42 1 2. train.py scores the first 64
+              relevance (does the token term carry information?), then RTT with the paper's credit on every token
+              (added once RTT's default, relevant-only credit, was seen to degenerate into repeated marker tokens);
+              seeds 42 1 2. train.py scores the first 64
               held-out prompts greedily at steps 0, 10, 20, 30, 40 (the "eval" rows of metrics.jsonl, drawn as
               learning curves by report.py), and every policy is also scored on IFEval (541 prompts, greedy, the
               same 64-token cap).
@@ -109,6 +111,7 @@ GRIDS = {
             "grpo-csr": ["--algo", "grpo", "--union", "csr"],
             "rtt": RTT,
             "rtt-random": RTT + ["--relevance", "random"],
+            "rtt-credit-all": RTT_PAPER,   # added after the first 8 runs: does the paper's credit degenerate too?
         },
         "seeds": [42, 1, 2],
         "extra_benches": ["ifeval"],

@@ -165,17 +165,19 @@ def test_grid_runs_resumes_keeps_small_outputs_and_report_rebuilds(tmp_path, tin
     assert not (tmp_path / "runs" / "tiny" / "rtt-seed3").exists()           # its committed outputs count as done
 
 
-def test_short_grid_dry_run_prints_12_train_commands_with_eval_during_training(capsys):
+def test_short_grid_dry_run_prints_15_train_commands_with_eval_during_training(capsys):
     grid.main(["--grid", "short", "--dry-run"])
     commands = capsys.readouterr().out.splitlines()
-    assert len(commands) == 4 * 3                                            # variants x seeds 42 1 2
+    assert len(commands) == 5 * 3                                            # variants x seeds 42 1 2
     eval_flags = "--eval-every 10 --eval-prompts 64 --eval-data runs/short/data/heldout-all.jsonl"
     assert all(c.startswith("python train.py --model smollm2-135m --train-data runs/short/data/train-all.jsonl "
                             + eval_flags + " --steps 40 --lr 1e-5 --prompts-per-step 2 --group-size 8 "
                             "--max-new-tokens 64 --algo ") for c in commands)
     assert sorted(c.split(" --out ")[1].split()[0] for c in commands) == sorted(
-        f"runs/short/{v}-seed{s}" for v in ("grpo-aon", "grpo-csr", "rtt", "rtt-random") for s in (42, 1, 2))
-    assert "--algo rtt --norm intra --relevance random --seed 2 " in commands[-1]
+        f"runs/short/{v}-seed{s}" for v in ("grpo-aon", "grpo-csr", "rtt", "rtt-random", "rtt-credit-all")
+        for s in (42, 1, 2))
+    assert "--algo rtt --norm intra --relevance random --seed 2 " in commands[-2]
+    assert "--algo rtt --norm intra --token-credit all --seed 2 " in commands[-1]
     grid.main(["--grid", "short", "--dry-run", "--seeds", "7", "--only", "rtt"])    # --seeds still wins
     assert capsys.readouterr().out.count("--seed 7 ") == 1
     grid.main(["--grid", "diagnosis", "--dry-run"])                         # diagnosis: as it was committed
