@@ -35,26 +35,17 @@ from typing import NamedTuple
 
 import numpy as np
 
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from support.diagnostics import REPEAT_RUN, is_repetitive, longest_word_run  # noqa: E402
+
 N_BOOT = 10_000
 SMOOTH = 5   # steps in the trailing mean of the zero-spread share (learning_curves.png)
-REPEAT_RUN = 8   # a response with one word repeated this many times in a row is "repetitive" (degenerate)
 
 
 def read_jsonl(path: Path) -> list:
     return [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
-
-
-def longest_word_run(text: str) -> tuple:
-    """(length, word) of the longest run of one whitespace-separated word repeated back to back; (0, "") if empty.
-
-    >>> longest_word_run("* *This is point 1*\\n* *This is point 2*"), longest_word_run("P.S. hi " + "* " * 9)
-    ((1, '*'), (9, '*'))
-    """
-    words, best, run = text.split(), (0, ""), 0
-    for i, word in enumerate(words):
-        run = run + 1 if i and word == words[i - 1] else 1
-        best = max(best, (run, word), key=lambda b: b[0])
-    return best
 
 
 def repeated_words(results: Path, labels: list, folder: str = "eval") -> str:
@@ -79,7 +70,7 @@ def verdict_matrix(results: Path, label: str, keys: list, folder: str = "eval") 
     for line, v in enumerate(read_jsonl(path), 1):
         if "response" not in v:
             raise SystemExit(f"[report] {path}, verdict {line}: no 'response' field (evaluate.py writes one)")
-        by_key[v["key"]] = (v["follow_instruction_list_strict"], longest_word_run(v["response"])[0] >= REPEAT_RUN)
+        by_key[v["key"]] = (v["follow_instruction_list_strict"], is_repetitive(v["response"]))
     met = np.array([sum(by_key[k][0]) for k in keys], dtype=float)
     total = np.array([len(by_key[k][0]) for k in keys], dtype=float)
     repetitive = np.array([by_key[k][1] for k in keys], dtype=float)

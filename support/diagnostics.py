@@ -12,10 +12,45 @@ RTT lost the pilot"). Pure functions on the tensors of one step; no model, no I/
                          rows the floor scales down (sigma / floor)
     eos_adv_by_family    per constraint family: mean normalised token reward r~ on the stop token (how each kind of
                          constraint pushes on stopping)
+
+And one figure of the text itself, for every algorithm: `repetitive_share`, the share of responses that repeat one
+word REPEAT_RUN or more times in a row ("* * * * ...", "P.S. P.S. ..."): degenerate text that the strict checkers
+can still pass in part (a run of "[address]" has placeholders and no comma), the way RTT's policies failed on the
+short split (README).
 """
 import math
 
 import torch
+
+REPEAT_RUN = 8   # a response with one word this many times in a row is "repetitive"
+
+
+def longest_word_run(text: str) -> tuple:
+    """(length, word) of the longest run of one whitespace-separated word repeated back to back; (0, "") if empty.
+
+    >>> longest_word_run("* *This is point 1*\\n* *This is point 2*"), longest_word_run("P.S. hi " + "* " * 9)
+    ((1, '*'), (9, '*'))
+    >>> longest_word_run("")
+    (0, '')
+    """
+    words, best, run = text.split(), (0, ""), 0
+    for i, word in enumerate(words):
+        run = run + 1 if i and word == words[i - 1] else 1
+        best = max(best, (run, word), key=lambda b: b[0])
+    return best
+
+
+def is_repetitive(text: str) -> bool:
+    return longest_word_run(text)[0] >= REPEAT_RUN
+
+
+def repetitive_share(texts: list) -> float:
+    """Share of `texts` that repeat one word REPEAT_RUN or more times in a row; 0.0 for no texts.
+
+    >>> repetitive_share(["fine text", "[address] " * 8, "[address] " * 7])
+    0.3333333333333333
+    """
+    return sum(map(is_repetitive, texts)) / len(texts) if texts else 0.0
 
 
 def token_advantage_stats(parts: dict, response_mask: torch.Tensor, stop_mask: torch.Tensor, scores: torch.Tensor,

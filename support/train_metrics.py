@@ -64,6 +64,7 @@ def train_row(step: int, args, rollout, prompts: list, prompt_index: list, score
            "adv_mean": float((advantage * mask).sum() / mask.sum()),
            "response_len": float(mask.sum(-1).float().mean()),
            "truncated": float(rollout.truncated.float().mean()),
+           "repetitive": diagnostics.repetitive_share(rollout.texts),
            **update, "lr": lr, "new_tokens_per_s": rollout.tokens_per_second,
            **{k: round(v, 3) for k, v in times.items()}, "step_seconds": time.perf_counter() - t_step,
            "peak_mem_gb": peak_memory_gb(device), "skipped_prompts": len(rollout.skipped),
@@ -95,12 +96,14 @@ def progress_line(row: dict, steps: int, times: dict) -> str:
 
 @torch.no_grad()
 def evaluate_heldout(model, tokenizer, judge, prompts, args) -> dict:
-    """Greedy responses to the held-out prompts; share with all constraints met, and share of constraints met."""
+    """Greedy responses to the held-out prompts; share with all constraints met, share of constraints met, and share
+    of responses repeating one word 8+ times in a row (support/diagnostics.py)."""
     r = generate_rollout(model, tokenizer, [p.messages for p in prompts], group_size=1,
                          max_new_tokens=args.max_new_tokens, temperature=0, max_prompt_tokens=args.max_prompt_tokens)
     scores, _ = judge.score(prompts, r.texts, r.prompt_index)                          # [B, K]
     return {"eval_aon": float(adv.response_rewards(scores, "aon").mean()),
-            "eval_csr": float(adv.response_rewards(scores, "csr").mean()), "eval_n": len(r.texts)}
+            "eval_csr": float(adv.response_rewards(scores, "csr").mean()), "eval_n": len(r.texts),
+            "eval_repetitive": diagnostics.repetitive_share(r.texts)}
 
 
 def heldout_eval(run, metrics: MetricsFile, step: int, say: str | None = None) -> dict:
@@ -110,7 +113,7 @@ def heldout_eval(run, metrics: MetricsFile, step: int, say: str | None = None) -
     metrics.write({"kind": "eval", "step": step, **ev})
     if say:
         print(f"[train] held-out {say}: all constraints met {ev['eval_aon']:.3f}, constraints met "
-              f"{ev['eval_csr']:.3f}", flush=True)
+              f"{ev['eval_csr']:.3f}, repetitive responses {ev['eval_repetitive']:.3f}", flush=True)
     return ev
 
 
@@ -127,7 +130,8 @@ def run_banner(args, device, start_step: int, out: Path) -> str:
 PLOTS = [("reward", "mean response reward"), ("aon_pass", "AON pass rate (all constraints met)"),
          ("csr_pass", "CSR (share of constraints met)"), ("zero_var_groups", "groups with zero reward variance"),
          ("tok_adv_abs", "mean |token advantage|"), ("entropy", "policy entropy"), ("clip_frac", "clip fraction"),
-         ("response_len", "response length (tokens)"), ("step_seconds", "seconds per step")]
+         ("response_len", "response length (tokens)"), ("repetitive", "samples repeating one word 8+ times"),
+         ("step_seconds", "seconds per step")]
 
 
 def plot_run(out: Path) -> Path:
@@ -138,16 +142,20 @@ def plot_run(out: Path) -> Path:
     rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines() if l.strip()]
     train = [r for r in rows if r.get("kind") == "train"]
     evals = [r for r in rows if r.get("kind") == "eval"]
-    fig, axes = plt.subplots(2, 5, figsize=(20, 7))
+    fig, axes = plt.subplots(2, 6, figsize=(24, 7))                 # the PLOTS, then the held-out panel
     for ax, (key, title) in zip(axes.flat, PLOTS):
         xs = [r["step"] for r in train if key in r]
         ax.plot(xs, [r[key] for r in train if key in r], marker=".")
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-    ax = axes.flat[-1]
-    for key, label in [("eval_aon", "all constraints met"), ("eval_csr", "constraints met")]:
-        ax.plot([r["step"] for r in evals], [r[key] for r in evals], marker="o", label=label)
+    for ax in axes.flat[len(PLOTS) + 1:]:
+        ax.axis("off")
+    ax = axes.flat[len(PLOTS)]
+    for key, label in [("eval_aon", "all constraints met"), ("eval_csr", "constraints met"),
+                       ("eval_repetitive", "repetitive responses")]:
+        shown = [r for r in evals if key in r]                      # runs from before a figure existed lack it
+        ax.plot([r["step"] for r in shown], [r[key] for r in shown], marker="o", label=label)
     ax.set_title("held-out (greedy)", fontsize=10)
     ax.set_xlabel("step")
     ax.legend(fontsize=8)

@@ -131,9 +131,10 @@ def test_one_step_of_each_variant(tmp_path, tiny_dir, tiny_disc_dir, variant):
     step = [r for r in rows if r["kind"] == "train"]
     assert len(step) == 1 and step[0]["step"] == 1
     for key in ("reward", "aon_pass", "csr_pass", "zero_var_groups", "clip_frac", "entropy", "grad_norm", "lr",
-                "t_generate", "t_judge", "t_update", "family_pass", "peak_mem_gb", "tok_adv_abs"):
+                "t_generate", "t_judge", "t_update", "family_pass", "peak_mem_gb", "tok_adv_abs", "repetitive"):
         assert key in step[0], key
     assert [r["step"] for r in rows if r["kind"] == "eval"] == [0, 1]
+    assert all(0.0 <= r["eval_repetitive"] <= 1.0 for r in rows if r["kind"] == "eval")
     saved = "adapter_config.json" if "--lora" in variant else "config.json"   # LoRA saves the adapter only
     assert (out / "checkpoints" / "step_000001" / saved).exists()
     assert (out / "curves.png").exists()
