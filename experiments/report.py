@@ -284,10 +284,10 @@ def contrast_lines(heldout: Verdicts, ifeval: "Verdicts | None", contrasts: list
 def repetition_lines(results: Path, bench: Verdicts, reference: str, contrasts: list, name: str = "held-out",
                      folder: str = "eval") -> list:
     """A table of degenerate responses on a benchmark (`name`, its verdicts in results/LABEL/FOLDER): per policy,
-    the share whose text repeats one word
-    REPEAT_RUN times in a row, and the instruction level when such a response meets none of its constraints (the
-    strict checkers pass some constraints on text like "[address] [address] ..."), with its paired differences to
-    the base model, to `reference` and for each contrast; and which words the repetitive responses repeat."""
+    the share whose text repeats one word REPEAT_RUN times in a row, and the instruction level when such a response
+    meets none of its constraints (the strict checkers pass some constraints on text like "[address] [address]
+    ..."), with its paired differences to the base model, to `reference` and for each contrast; and which words the
+    repetitive responses repeat."""
     strict = repetitive_as_failed(bench)
     header = ["policy", "seeds", "repetitive %", "inst. % (repetitive = failed)", "Δ vs base", "Δ vs " + reference,
               "words repeated (responses, all seeds)"]
