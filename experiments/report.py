@@ -38,7 +38,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from support.diagnostics import REPEAT_RUN, is_repetitive, longest_word_run  # noqa: E402
+from support.diagnostics import REPEAT_RUN, repeated_word  # noqa: E402
 
 N_BOOT = 10_000
 SMOOTH = 5   # steps in the trailing mean of the zero-spread share (learning_curves.png)
@@ -48,33 +48,19 @@ def read_jsonl(path: Path) -> list:
     return [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
 
 
-def repeated_words(results: Path, labels: list, folder: str = "eval") -> str:
-    """The words that repetitive responses repeat, most frequent first, counted over the runs `labels`:
-    "`*` 30, `**` 10, ..." (at most 4)."""
-    counts = {}
-    for label in labels:
-        for v in read_jsonl(results / label / folder / "verdicts.jsonl"):
-            run, word = longest_word_run(v.get("response", ""))
-            if run >= REPEAT_RUN:
-                counts[word] = counts.get(word, 0) + 1
-    top = sorted(counts.items(), key=lambda kv: -kv[1])[:4]
-    return ", ".join(f"`{w}` {n}" for w, n in top)
-
-
 def verdict_matrix(results: Path, label: str, keys: list, folder: str = "eval") -> tuple:
-    """(met [N], total [N], repetitive [N]) constraints met / constraints per prompt / 1.0 where the response repeats
-    one word REPEAT_RUN times in a row, in the order of `keys`, from the verdicts.jsonl of results/LABEL/FOLDER (eval:
-    the held-out file; eval-ifeval: IFEval; evaluate.py writes both alike)."""
+    """(met [N], total [N], repeated [N]) constraints met / constraints per prompt / the word the response repeats
+    REPEAT_RUN times in a row ("" where none), in the order of `keys`, from the verdicts.jsonl of
+    results/LABEL/FOLDER (eval: the held-out file; eval-ifeval: IFEval; evaluate.py writes both alike)."""
     path = results / label / folder / "verdicts.jsonl"
     by_key = {}
     for line, v in enumerate(read_jsonl(path), 1):
         if "response" not in v:
             raise SystemExit(f"[report] {path}, verdict {line}: no 'response' field (evaluate.py writes one)")
-        by_key[v["key"]] = (v["follow_instruction_list_strict"], is_repetitive(v["response"]))
+        by_key[v["key"]] = (v["follow_instruction_list_strict"], repeated_word(v["response"]))
     met = np.array([sum(by_key[k][0]) for k in keys], dtype=float)
     total = np.array([len(by_key[k][0]) for k in keys], dtype=float)
-    repetitive = np.array([by_key[k][1] for k in keys], dtype=float)
-    return met, total, repetitive
+    return met, total, [by_key[k][1] for k in keys]
 
 
 def bootstrap_difference(met_a: np.ndarray, met_b: np.ndarray, total: np.ndarray, level: str, seed: int = 0):
@@ -122,14 +108,27 @@ class Verdicts(NamedTuple):
     base: "np.ndarray | None"   # [N] constraints the base model met; None where it was not evaluated
     met: dict                   # variant -> [S, N] constraints met per seed (variants with at least one seed)
     seeds: dict                 # variant -> the S run labels, in the order of met's rows
-    base_repetitive: "np.ndarray | None"   # [N] 1.0 where the base model's response is repetitive
-    repetitive: dict            # variant -> [S, N] 1.0 where that seed's response is repetitive
+    base_repeated: "list | None"   # [N] the word the base model's response repeats ("" where none)
+    repeated: dict              # variant -> [S] lists of [N]: the same, per seed
+
+
+def repetitive(repeated: list) -> np.ndarray:
+    """1.0 where a response repeats a word (repeated: [N] words, or [S] lists of them), else 0.0; same shape."""
+    return (np.array(repeated, dtype=object) != "").astype(float)
+
+
+def top_words(repeated: list) -> str:
+    """The words repetitive responses repeat, most frequent first, over [S] lists of [N] words: "`*` 30, ..." (4)."""
+    counts = {}
+    for word in (w for seed in repeated for w in seed if w):
+        counts[word] = counts.get(word, 0) + 1
+    return ", ".join(f"`{w}` {n}" for w, n in sorted(counts.items(), key=lambda kv: -kv[1])[:4])
 
 
 def repetitive_as_failed(bench: Verdicts) -> Verdicts:
     """The same verdicts with every repetitive response counted as meeting none of its constraints."""
-    base = None if bench.base is None else bench.base * (1 - bench.base_repetitive)
-    met = {v: m * (1 - bench.repetitive[v]) for v, m in bench.met.items()}
+    base = None if bench.base is None else bench.base * (1 - repetitive(bench.base_repeated))
+    met = {v: m * (1 - repetitive(bench.repeated[v])) for v, m in bench.met.items()}
     return bench._replace(base=base, met=met)
 
 
@@ -143,11 +142,11 @@ def load_verdicts(results: Path, variants: list, folder: str):
     first = "base" if has_base else next(iter(seeds.values()))[0]
     keys = [v["key"] for v in read_jsonl(results / first / folder / "verdicts.jsonl")]
     total = verdict_matrix(results, first, keys, folder)[1]
-    base, base_repetitive = verdict_matrix(results, "base", keys, folder)[::2] if has_base else (None, None)
+    base, base_repeated = verdict_matrix(results, "base", keys, folder)[::2] if has_base else (None, None)
     runs = {v: [verdict_matrix(results, label, keys, folder) for label in labels] for v, labels in seeds.items()}
     met = {v: np.stack([m for m, _, _ in matrices]) for v, matrices in runs.items()}
-    repetitive = {v: np.stack([r for _, _, r in matrices]) for v, matrices in runs.items()}
-    return Verdicts(total, base, met, seeds, base_repetitive, repetitive)
+    repeated = {v: [r for _, _, r in matrices] for v, matrices in runs.items()}
+    return Verdicts(total, base, met, seeds, base_repeated, repeated)
 
 
 def levels(met: np.ndarray, total: np.ndarray) -> tuple:
@@ -281,13 +280,11 @@ def contrast_lines(heldout: Verdicts, ifeval: "Verdicts | None", contrasts: list
             *lines]
 
 
-def repetition_lines(results: Path, bench: Verdicts, reference: str, contrasts: list, name: str = "held-out",
-                     folder: str = "eval") -> list:
-    """A table of degenerate responses on a benchmark (`name`, its verdicts in results/LABEL/FOLDER): per policy,
-    the share whose text repeats one word REPEAT_RUN times in a row, and the instruction level when such a response
-    meets none of its constraints (the strict checkers pass some constraints on text like "[address] [address]
-    ..."), with its paired differences to the base model, to `reference` and for each contrast; and which words the
-    repetitive responses repeat."""
+def repetition_lines(bench: Verdicts, reference: str, contrasts: list, name: str = "held-out") -> list:
+    """A table of degenerate responses on a benchmark (`name`): per policy, the share whose text repeats one word
+    REPEAT_RUN times in a row, and the instruction level when such a response meets none of its constraints (the
+    strict checkers pass some constraints on text like "[address] [address] ..."), with its paired differences to
+    the base model, to `reference` and for each contrast; and which words the repetitive responses repeat."""
     strict = repetitive_as_failed(bench)
     header = ["policy", "seeds", "repetitive %", "inst. % (repetitive = failed)", "Δ vs base", "Δ vs " + reference,
               "words repeated (responses, all seeds)"]
@@ -296,15 +293,16 @@ def repetition_lines(results: Path, bench: Verdicts, reference: str, contrasts: 
                  f"its constraints (Δ: paired, 95 % bootstrap interval over prompts and seeds):", "",
              markdown_row(header), "|---|---:|---:|---:|---|---|---|"]
     if bench.base is not None:
-        lines.append(markdown_row(["base", "-", f"{100 * bench.base_repetitive.mean():.1f}",
+        lines.append(markdown_row(["base", "-", f"{100 * repetitive(bench.base_repeated).mean():.1f}",
                                    f"{100 * levels(strict.base[None], strict.total)[0][0]:.1f}", "", "",
-                                   repeated_words(results, ["base"], folder)]))
+                                   top_words([bench.base_repeated])]))
     for v in bench.met:
-        lines.append(markdown_row([v, str(len(bench.seeds[v])), percent_over_seeds(bench.repetitive[v].mean(1)),
+        share = repetitive(bench.repeated[v]).mean(1)                                    # [S]
+        lines.append(markdown_row([v, str(len(bench.seeds[v])), percent_over_seeds(share),
                                    percent_over_seeds(levels(strict.met[v], strict.total)[0]),
                                    paired_delta(strict, v, "base", "instruction"),
                                    paired_delta(strict, v, reference, "instruction"),
-                                   repeated_words(results, bench.seeds[v], folder)]))
+                                   top_words(bench.repeated[v])]))
     pairs = [(a, b) for a, b in contrasts if a in bench.met and b in bench.met]
     if pairs:
         lines += ["", "| difference | Δ inst. (repetitive = failed) |", "|---|---|",
@@ -349,9 +347,9 @@ def report(results: Path, reference: str, contrasts: tuple = ()) -> str:
                                    *training_cells(results, labels)]))
 
     lines += contrast_lines(heldout, ifeval, contrasts)
-    lines += repetition_lines(results, heldout, reference, contrasts)
+    lines += repetition_lines(heldout, reference, contrasts)
     if ifeval:
-        lines += repetition_lines(results, ifeval, reference, contrasts, "IFEval", "eval-ifeval")
+        lines += repetition_lines(ifeval, reference, contrasts, "IFEval")
     lines += ["", "Commands (seed S):", ""]
     lines += [f"- `{v}`: `{seed_as_s(grid['commands'][heldout.seeds[v][0]], heldout.seeds[v][0])}`" for v in variants]
     lines += [f"- base: `{grid['commands']['base']}`"]

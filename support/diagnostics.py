@@ -40,8 +40,14 @@ def longest_word_run(text: str) -> tuple:
     return best
 
 
+def repeated_word(text: str) -> str:
+    """The word `text` repeats REPEAT_RUN or more times in a row; "" where it repeats none that often."""
+    run, word = longest_word_run(text)
+    return word if run >= REPEAT_RUN else ""
+
+
 def is_repetitive(text: str) -> bool:
-    return longest_word_run(text)[0] >= REPEAT_RUN
+    return bool(repeated_word(text))
 
 
 def repetitive_share(texts: list) -> float:
