@@ -11,6 +11,14 @@ It samples G responses for a seeded choice of prompts (the training sampler, --m
 every (response, constraint) with the trained discriminator, computes A_tok exactly as train.py does for RTT (intra,
 std floor, EOS as rated), and prints, per value of (constraints failed - constraints met) in a response: responses,
 mean A_tok on "irrelevant" tokens (relevance below --threshold for every constraint), on relevant tokens, on EOS.
+
+With --by-token N it also asks *which tokens* each token term pushes up: for the paper's credit (every token), ours
+(relevant tokens only) and ours with random relevance (train.py --relevance random), the N vocabulary tokens with the
+highest mean A_tok over their occurrences in the samples (at least --min-count of them). A token whose every
+occurrence is pushed up, in any context, is one a policy can learn to repeat.
+
+    python experiments/token_credit.py --data data/train-short.jsonl --prompts 24 --by-token 8 --threads 1 \\
+        --out results/short/token_credit.json
 """
 import argparse
 import json
@@ -58,6 +66,43 @@ def credit_by_balance(scores, relevance, mask, stop, threshold: float) -> dict:
             for k, c in sorted(sums.items())}
 
 
+def credit_by_token(token_ids: torch.Tensor, token_adv: torch.Tensor, min_count: int = 5) -> list:
+    """[(token id, occurrences, mean A_tok)] of every token id seen at least min_count times, highest mean first.
+
+    token_ids and token_adv: [N], the real response tokens of all samples and their A_tok, flattened.
+
+        >>> credit_by_token(torch.tensor([7, 7, 3, 3, 3, 9]), torch.tensor([0.5, 0.3, -0.1, 0.1, -0.3, 2.0]), 2)
+        [(7, 2, 0.4), (3, 3, -0.1)]
+    """
+    ids = token_ids.long()                                                                # [N]
+    counts = torch.bincount(ids)                                                          # [V]
+    sums = torch.zeros(counts.shape[0], dtype=torch.float64).index_add_(0, ids, token_adv.double())   # [V]
+    seen = (counts >= min_count).nonzero().flatten().tolist()
+    return sorted(((i, int(counts[i]), round(float(sums[i] / counts[i]), 6)) for i in seen), key=lambda r: -r[2])
+
+
+# token terms compared by --by-token: (name, relevance, credit), as train.py's --relevance and --token-credit
+TOKEN_TERMS = (("paper credit (every token)", "discriminator", "all"),
+               ("relevant tokens only (train.py)", "discriminator", "relevant"),
+               ("relevant only, random relevance", "random", "relevant"))
+
+
+def token_terms(scores, relevance, mask, stop, group_size: int, generator) -> list:
+    """A_tok [B, T] of each of TOKEN_TERMS for one batch, as train.py computes it (AON, intra, std floor, EOS as
+    rated). scores [B, K], relevance [B, K, T], mask and stop [B, T]; rows are groups of group_size responses."""
+    B, K, T = relevance.shape
+    P, G = B // group_size, group_size
+    out = []
+    for _, source, credit in TOKEN_TERMS:
+        w = relevance.view(P, G, K, T)
+        if source == "random":
+            w = adv.random_relevance(w, mask.view(P, G, T), generator)                   # [P, G, K, T]
+        _, parts = adv.rtt_advantages(scores.view(P, G, K), w, mask.view(P, G, T), stop_mask=stop.view(P, G, T),
+                                      credit=credit)
+        out.append(parts["token_adv"].reshape(B, T))                                      # [B, T]
+    return out
+
+
 def right_pad(x: torch.Tensor, n: int) -> torch.Tensor:
     """x with its last dimension padded with zeros (False) up to n."""
     return torch.nn.functional.pad(x, (0, n - x.shape[-1]))
@@ -72,6 +117,9 @@ def main(argv=None):
     ap.add_argument("--group-size", type=int, default=8, help="responses per prompt")
     ap.add_argument("--max-new-tokens", type=int, default=64, help="response length cap")
     ap.add_argument("--threshold", type=float, default=0.5, help="relevance from which a token counts as relevant")
+    ap.add_argument("--by-token", type=int, default=0,
+                    help="also list, per token term, the N tokens with the highest mean A_tok (0: no)")
+    ap.add_argument("--min-count", type=int, default=10, help="--by-token: occurrences a token needs to be listed")
     ap.add_argument("--seed", type=int, default=0, help="seed of the prompt choice and the sampler")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--out", default=None, help="also write the table as JSON here")
@@ -84,7 +132,8 @@ def main(argv=None):
     tokenizer, policy = models.load_tokenizer(args.model), models.load_causal_lm(args.model, device="cpu").eval()
     disc_dir = args.discriminator or discriminator_build.default_dir(args.model)
     disc, _ = discriminator.load_discriminator(disc_dir, policy_tokenizer=tokenizer, device="cpu")
-    rows = []
+    rows, by_term = [], [[] for _ in TOKEN_TERMS]                       # by_term: per token term, (ids, A_tok)
+    generator = torch.Generator().manual_seed(args.seed)
     for i in range(0, len(prompts), 4):                                  # 4 prompts x G responses per batch
         batch = prompts[i:i + 4]
         rollout = generate_rollout(policy, tokenizer, [p.messages for p in batch], args.group_size,
@@ -98,6 +147,10 @@ def main(argv=None):
                                         scores.shape[1])                                    # [B, K, T]
         stop = adv.stop_token_mask(rollout.response_ids, rollout.response_mask, tokenizer.all_special_ids)
         rows.append((scores.float(), w.float(), rollout.response_mask.bool(), stop.bool()))
+        if args.by_token:
+            real = rollout.response_mask.bool()                                             # [B, T]
+            for term, a_tok in zip(by_term, token_terms(*rows[-1], args.group_size, generator)):
+                term.append((rollout.response_ids[real], a_tok[real]))
         print(f"[token_credit] {min(i + 4, len(prompts))}/{len(prompts)} prompts", flush=True)
     K = max(s.shape[1] for s, *_ in rows)
     T = max(m.shape[1] for _, _, m, _ in rows)
@@ -113,9 +166,17 @@ def main(argv=None):
     fmt = lambda v: "-" if v is None else f"{v:+.3f}"  # noqa: E731
     for balance, c in table.items():
         print(f"| {balance:+d} | {c['responses']} | {fmt(c['irrelevant'])} | {fmt(c['relevant'])} | {fmt(c['eos'])} |")
+    by_token = {}
+    for (name, *_), term in zip(TOKEN_TERMS, by_term if args.by_token else []):
+        ranked = credit_by_token(torch.cat([ids for ids, _ in term]), torch.cat([a for _, a in term]), args.min_count)
+        by_token[name] = [{"token": tokenizer.decode([i]), "occurrences": n, "mean_a_tok": m} for i, n, m in ranked]
+        shown = ", ".join(f"`{r['token']!r}` {r['mean_a_tok']:+.3f} ({r['occurrences']})"
+                          for r in by_token[name][:args.by_token])
+        print(f"highest mean A_tok, {name} (token, mean, occurrences >= {args.min_count}): {shown}")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({"settings": vars(args), "by_balance": table}, indent=1) + "\n")
+        Path(args.out).write_text(json.dumps({"settings": vars(args), "by_balance": table,
+                                              **({"by_token": by_token} if by_token else {})}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

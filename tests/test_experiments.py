@@ -376,3 +376,38 @@ def test_token_credit_a_failed_constraint_pushes_its_irrelevant_tokens_up():
     assert table[1]["irrelevant"] == pytest.approx(0.577, abs=1e-3)
     assert table[-1]["irrelevant"] == pytest.approx(-0.577, abs=1e-3)          # met: the mirror image
     assert table[1]["eos"] is None and table[1]["responses"] == 1
+
+
+def test_token_credit_by_token_ranks_tokens_by_their_mean_push():
+    import doctest
+    import token_credit
+    assert doctest.testmod(token_credit).failed == 0
+    # a met constraint relevant to the marker token 5 only: the paper's credit pushes 5 up and every other token
+    # down; relevant-only credit pushes 5 up and leaves the others at 0; random relevance puts the push elsewhere
+    scores = torch.tensor([[1.0], [1.0]])                                               # [B=2, K=1]
+    ids = torch.tensor([[5, 1, 2, 3], [5, 1, 2, 3]])                                    # [B, T]
+    relevance = (ids == 5).float()[:, None, :]                                          # [B, K, T]
+    mask = torch.ones(2, 4, dtype=torch.bool)
+    stop = torch.zeros(2, 4, dtype=torch.bool)
+    paper, relevant, rand = token_credit.token_terms(scores, relevance, mask, stop, 2, torch.Generator().manual_seed(1))
+    top = lambda a_tok: token_credit.credit_by_token(ids.flatten(), a_tok.flatten(), 2)  # noqa: E731
+    assert top(paper)[0][:2] == (5, 2) and all(m < 0 for _, _, m in top(paper)[1:])
+    assert top(relevant)[0][0] == 5 and all(m == 0 for _, _, m in top(relevant)[1:])
+    assert top(relevant)[0][2] == pytest.approx(top(paper)[0][2])                     # same push on the marker
+    assert torch.equal(relevant != 0, torch.tensor([[True, False, False, False]] * 2))
+    assert (rand != 0).sum() == 2 and not torch.equal(rand != 0, relevant != 0)         # moved, not removed
+
+
+def test_token_credit_script(tmp_path, tiny_dir, tiny_disc_dir):
+    import token_credit
+    out = tmp_path / "credit.json"
+    proc = subprocess.run([sys.executable, "experiments/token_credit.py", "--model", str(tiny_dir), "--discriminator",
+                           str(tiny_disc_dir), "--data", DATA, "--prompts", "2", "--group-size", "2",
+                           "--max-new-tokens", "4", "--by-token", "3", "--min-count", "1", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    saved = json.loads(out.read_text())
+    assert sum(c["responses"] for c in saved["by_balance"].values()) == 4
+    assert list(saved["by_token"]) == [name for name, *_ in token_credit.TOKEN_TERMS]
+    assert all(saved["by_token"][name] for name in saved["by_token"])
+    assert "highest mean A_tok, relevant tokens only" in proc.stdout
